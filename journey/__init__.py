@@ -1,0 +1,1 @@
+"""The simulated journey: drives the decision loop against the simulated world, day by day."""
