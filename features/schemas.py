@@ -9,6 +9,10 @@ Parquet; naive values are read as UTC).
 Every row of ``orders``, ``events`` and ``engagements`` must carry at least one identity key
 (one of ``core.types.IDENTITY_KEYS`` that the source allows); a row with none is rejected with
 reason ``no identity key``.
+
+Where the rules live: row validation and the reject reasons in ``features/sources.py``; key
+normalisation and identity resolution in ``features/identity.py``; the profiles folder written by
+``decisioning profiles`` (a contract other steps read) in ``features/profiles.py``.
 """
 
 from __future__ import annotations
