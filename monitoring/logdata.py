@@ -1,0 +1,175 @@
+"""Reading the decision log for monitoring: where it is, which time window, which rows.
+
+The log is ``policies.log.DecisionLog`` (SQLite). A window is read as *light* columns joined with
+their outcomes (``DecisionLog.joined``); the heavy JSON columns (context, scores, distribution) are
+read only for a seeded random sample of the window's rows, straight from the ``decisions`` table
+of the schema ``policies.log`` defines, so that a window of a million decisions stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.errors import InputError, WorkspaceError
+from core.workspace import Workspace
+from policies.log import DecisionLog, _check_time
+from policies.reward import RewardConfig
+
+#: File names tried, in order, under ``<workspace>/decisions/``.
+LOG_NAMES: tuple[str, ...] = ("decisions.sqlite", "decisions.db", "decision_log.sqlite", "log.sqlite")
+LOG_SUFFIXES: tuple[str, ...] = (".sqlite", ".sqlite3", ".db")
+
+#: Decision columns every monitoring read takes (no JSON).
+LIGHT_COLUMNS: tuple[str, ...] = (
+    "customer_id", "decided_at", "action", "channel", "offer", "send_slot", "send_at", "timezone",
+    "propensity", "policy", "ab_arm", "holdout", "fallback",
+)
+
+_US = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def find_log(workspace: Workspace, path: str | Path | None = None) -> Path:
+    """The decision log to read: ``path`` if given, else the one SQLite file under
+    ``<workspace>/decisions/``. Raises WorkspaceError (exit 2) when there is none."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"decision log {p} does not exist")
+        return p
+    folder = workspace.decisions
+    for name in LOG_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(p for p in folder.glob("*") if p.suffix in LOG_SUFFIXES and p.is_file()) if folder.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise InputError(f"several decision logs in {folder}: {[p.name for p in found]}; choose one with --log")
+    raise WorkspaceError(f"no decision log in {folder}: run `decisioning journey --days D` first "
+                         "(or give --log FILE)")
+
+
+def open_log(path: Path) -> DecisionLog:
+    """Open an existing decision log; InputError when it is not one or holds no decision."""
+    log = DecisionLog(path)
+    if len(log) == 0:
+        log.close()
+        raise InputError(f"the decision log {path} holds no decisions yet")
+    return log
+
+
+def _ro(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+
+
+def _from_us(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + us * _US
+
+
+@dataclass(frozen=True)
+class LogBounds:
+    """First and last decision time, and the last time anything was logged (decision or outcome)."""
+
+    first: datetime
+    last: datetime
+    as_of: datetime
+    decisions: int
+
+
+def log_bounds(path: Path) -> LogBounds:
+    with _ro(path) as conn:
+        first, last, n = conn.execute("SELECT min(decided_at), max(decided_at), count(*) FROM decisions").fetchone()
+        last_out = conn.execute("SELECT max(occurred_at) FROM outcomes").fetchone()[0]
+    if not n:
+        raise InputError(f"the decision log {path} holds no decisions yet")
+    as_of = max(last, last_out or last)
+    return LogBounds(_from_us(first), _from_us(last), _from_us(as_of), int(n))
+
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dh])\s*$")
+
+
+def parse_time(text: str | None, name: str, *, end: datetime | None = None) -> datetime | None:
+    """A time given on the command line: ISO 8601 (a date, or a date and time; naive means UTC),
+    or a span before ``end`` such as ``7d`` or ``36h``. None stays None."""
+    if text is None:
+        return None
+    m = _RELATIVE.match(text)
+    if m:
+        if end is None:
+            raise InputError(f"--{name} {text!r}: a relative time needs an end")
+        amount = float(m.group(1))
+        return end - (timedelta(days=amount) if m.group(2) == "d" else timedelta(hours=amount))
+    try:
+        ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--{name} must be an ISO 8601 time (2026-07-01, 2026-07-01T12:00Z) or a span "
+                         f"like 7d / 36h; got {text!r}") from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def read_window(log: DecisionLog, since: datetime | None, until: datetime | None, now: datetime,
+                reward: RewardConfig) -> pd.DataFrame:
+    """Decisions with ``decided_at`` in ``[since, until)`` (light columns), joined with their
+    outcomes and reward as of ``now``. Adds ``day`` (UTC date, datetime64) and ``sent`` (bool)."""
+    frame = log.joined(reward, now, since=since, until=until, parse_json=False, columns=LIGHT_COLUMNS)
+    frame["day"] = frame["decided_at"].dt.floor("D")
+    frame["sent"] = frame["channel"].notna().to_numpy()
+    return frame
+
+
+def as_of(frame: pd.DataFrame, now: datetime, reward: RewardConfig) -> pd.DataFrame:
+    """``frame`` (from :func:`read_window`) seen at an earlier ``now``: ``matured`` recomputed
+    (attribution window closed by ``now``). The outcomes of a matured decision all happened
+    before ``now``, so its outcome columns stay valid; those of the others are not used."""
+    anchor = frame["send_at"].where(frame["send_at"].notna(), frame["decided_at"])
+    out = frame.copy()
+    out["matured"] = (anchor + pd.Timedelta(hours=reward.attribution_hours) <= pd.Timestamp(now)).to_numpy()
+    return out
+
+
+def sample_json(path: Path, since: datetime | None, until: datetime | None, n: int, seed: int,
+                columns: tuple[str, ...] = ("context", "scores")) -> pd.DataFrame:
+    """A seeded random sample of at most ``n`` decisions in ``[since, until)`` with the JSON
+    ``columns`` parsed (dicts), plus ``decision_id``, ``action`` and ``propensity``; in log order."""
+    bad = set(columns) - {"context", "scores", "distribution"}
+    if bad:
+        raise InputError(f"sample_json reads context, scores, distribution; got {sorted(bad)}")
+    where, params = DecisionLog._range(since, until)
+    with _ro(path) as conn:
+        seqs = np.fromiter((r[0] for r in conn.execute(f"SELECT seq FROM decisions WHERE {where}", params)),
+                           dtype=np.int64)
+        if len(seqs) > n:
+            seqs = np.sort(np.random.default_rng(seed).choice(seqs, size=n, replace=False))
+        cols = ("decision_id", "action", "propensity", *columns)
+        rows = conn.execute(
+            f"SELECT {', '.join(cols)} FROM decisions WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq",
+            (json.dumps(seqs.tolist()),),
+        ).fetchall()
+    data = list(zip(*rows, strict=True)) if rows else [() for _ in cols]
+    out = {"decision_id": list(data[0]), "action": list(data[1]),
+           "propensity": np.asarray(data[2], dtype=np.float64)}
+    for name, values in zip(columns, data[3:], strict=True):
+        out[name] = [json.loads(v) for v in values]
+    return pd.DataFrame(out)
+
+
+def end_of_day(ts: datetime) -> datetime:
+    """The end (next 00:00 UTC) of the UTC day holding ``ts``: the default end of a window."""
+    return (pd.Timestamp(ts).floor("D") + pd.Timedelta(days=1)).to_pydatetime()
+
+
+def check_window(since: datetime | None, until: datetime | None) -> None:
+    _check_time("since", since)
+    _check_time("until", until)
+    if since is not None and until is not None and since >= until:
+        raise InputError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
