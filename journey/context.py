@@ -1,0 +1,142 @@
+"""The policy's customer context: a numeric matrix built from ``features.compute`` features.
+
+One function, :func:`context_matrix`, turns a features frame (as ``features.compute.features_as_of``
+returns it) into the (n, d) float matrix a policy takes, with the column names of
+:data:`CONTEXT_COLUMNS`. The warm start (history) and the journey (each day) call the same
+function, so the policy sees the same features in both.
+
+During a journey the slowly moving features (RFM, rates, activity pattern) are computed once at
+the start; the contact features that the journey itself changes every day (recent sends, days
+since the last contact, unsubscribes) are refreshed from the sends so far by
+:class:`ContactFeatures`, with the same definitions as ``features.compute``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from core.types import CHANNELS
+
+CH = [c.value for c in CHANNELS]
+NEVER_DAYS = 999.0
+
+#: counts and money: log1p
+LOG_FEATURES: tuple[str, ...] = (
+    "orders_90d", "orders_180d", "orders_total", "revenue_180d", "avg_order_value", "events_30d",
+    "sends_total", "conversions_total",
+    *(f"redeemed_{o}" for o in ("pct10", "pct20", "free_shipping", "points_2x", "new_arrivals", "beauty_15")),
+)
+#: rates and shares: as they are
+RAW_FEATURES: tuple[str, ...] = (
+    *(f"{k}_rate_{c}" for c in CH for k in ("open", "click", "conversion")),
+    "offer_order_share", "order_share_beauty", "view_share_beauty",
+    *(f"act_share_h{b:02d}" for b in range(0, 24, 4)),
+    "act_hour_concentration",
+)
+#: local hours: cos and sin
+CYCLIC_FEATURES: tuple[str, ...] = ("act_hour_mean", "open_hour_mean")
+#: days since: log1p of min(days, 365)
+RECENCY_FEATURES: tuple[str, ...] = ("days_since_last_order", "days_since_last_event", "tenure_days")
+#: what the journey itself changes (refreshed daily by ContactFeatures); unsubscribed channels are
+#: the guardrails' business, not a context feature
+CONTACT_FEATURES: tuple[str, ...] = (
+    "sends_1d", "sends_7d", *(f"sends_7d_{c}" for c in CH), "days_since_last_contact",
+    *(f"days_since_contact_{c}" for c in CH),
+)
+
+CONTEXT_COLUMNS: tuple[str, ...] = (
+    *LOG_FEATURES, *RAW_FEATURES,
+    *(f"{f}_{t}" for f in CYCLIC_FEATURES for t in ("cos", "sin")),
+    *RECENCY_FEATURES, *CONTACT_FEATURES,
+)
+
+
+def context_matrix(features: pd.DataFrame) -> np.ndarray:
+    """(n, d) float64 context, columns CONTEXT_COLUMNS, from a features frame (n rows)."""
+    cols: list[np.ndarray] = []
+
+    def num(name: str) -> np.ndarray:
+        return pd.to_numeric(features[name], errors="coerce").to_numpy(dtype=np.float64)
+
+    for f in LOG_FEATURES:
+        cols.append(np.log1p(np.maximum(np.nan_to_num(num(f)), 0.0)))
+    for f in RAW_FEATURES:
+        cols.append(np.nan_to_num(num(f)))
+    for f in CYCLIC_FEATURES:
+        angle = 2 * np.pi * np.nan_to_num(num(f), nan=12.0) / 24.0
+        cols += [np.cos(angle), np.sin(angle)]
+    for f in RECENCY_FEATURES:
+        cols.append(np.log1p(np.clip(np.nan_to_num(num(f), nan=NEVER_DAYS), 0.0, 365.0)))
+    for f in CONTACT_FEATURES:
+        v = np.nan_to_num(num(f), nan=NEVER_DAYS if f.startswith("days_") else 0.0)
+        cols.append(np.log1p(np.clip(v, 0.0, 30.0)) if f.startswith("days_") else v)
+    return np.column_stack(cols)
+
+
+class ContactFeatures:
+    """The contact features of n customers as of any time, from their sends and unsubscribes.
+
+    Same definitions as features.compute: ``sends_{1,7}d`` count sends with ``send_at`` in
+    [t - w days, t); ``days_since_*contact*`` use the last send before t. Unsubscribes are kept
+    for the guardrails' consent (:meth:`unsubscribed`).
+    """
+
+    def __init__(self, customer_ids: np.ndarray):
+        self.index = pd.Index(customer_ids)
+        self.n = len(customer_ids)
+        self._cust = np.zeros(0, np.int64)
+        self._ch = np.zeros(0, np.int64)
+        self._t = np.zeros(0, np.int64)
+        self._unsub_at = np.full((self.n, len(CHANNELS)), np.iinfo(np.int64).max, np.int64)
+
+    def add_sends(self, customer_id, channel, send_at) -> None:
+        """Record sends (customer ids, channel names, UTC times); unknown customers are ignored."""
+        pos = self.index.get_indexer(pd.Index(np.asarray(customer_id, dtype=object)))
+        ch = pd.Series(np.asarray(channel, dtype=object)).map({c: i for i, c in enumerate(CH)})
+        t = pd.to_datetime(pd.Series(send_at), utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]")
+        keep = (pos >= 0) & ch.notna().to_numpy() & ~np.isnat(t)
+        self._cust = np.concatenate([self._cust, pos[keep]])
+        self._ch = np.concatenate([self._ch, ch.to_numpy()[keep].astype(np.int64)])
+        self._t = np.concatenate([self._t, t[keep].astype(np.int64)])
+
+    def add_unsubscribes(self, customer_id, channel, at) -> None:
+        pos = self.index.get_indexer(pd.Index(np.asarray(customer_id, dtype=object)))
+        ch = pd.Series(np.asarray(channel, dtype=object)).map({c: i for i, c in enumerate(CH)})
+        t = pd.to_datetime(pd.Series(at), utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]")
+        keep = (pos >= 0) & ch.notna().to_numpy() & ~np.isnat(t)
+        np.minimum.at(self._unsub_at, (pos[keep], ch.to_numpy()[keep].astype(np.int64)), t[keep].astype(np.int64))
+
+    def unsubscribed(self, at) -> np.ndarray:
+        """(n, 4) bool: unsubscribed from the channel before ``at``."""
+        return self._unsub_at < _ns(at)
+
+    def frame(self, at) -> pd.DataFrame:
+        """The CONTACT_FEATURES of every customer as of ``at`` (n rows)."""
+        t = _ns(at)
+        day = 86_400 * 10**9
+        before = self._t < t
+        c, ch, ts = self._cust[before], self._ch[before], self._t[before]
+        out: dict[str, np.ndarray] = {}
+        for d in (1, 7):
+            w = ts >= t - d * day
+            out[f"sends_{d}d"] = np.bincount(c[w], minlength=self.n).astype(np.float64)
+        w7 = ts >= t - 7 * day
+        for i, name in enumerate(CH):
+            m = w7 & (ch == i)
+            out[f"sends_7d_{name}"] = np.bincount(c[m], minlength=self.n).astype(np.float64)
+        last = np.full(self.n, np.iinfo(np.int64).min, np.int64)
+        np.maximum.at(last, c, ts)
+        out["days_since_last_contact"] = np.where(last > np.iinfo(np.int64).min, (t - last) / day, NEVER_DAYS)
+        for i, name in enumerate(CH):
+            lc = np.full(self.n, np.iinfo(np.int64).min, np.int64)
+            m = ch == i
+            np.maximum.at(lc, c[m], ts[m])
+            out[f"days_since_contact_{name}"] = np.where(lc > np.iinfo(np.int64).min, (t - lc) / day, NEVER_DAYS)
+        return pd.DataFrame(out)
+
+
+def _ns(at) -> int:
+    ts = pd.Timestamp(at)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value)

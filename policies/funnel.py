@@ -1,0 +1,238 @@
+"""A funnel reward model: the expected reward of a send as open x click x conversion x value.
+
+The reward of a decision (``policies.reward``) is the conversion value minus the channel cost
+minus the unsubscribe penalty. Most of the conversion value of any decision is organic (the
+customer would have bought anyway), which is pure noise for choosing between arms: a regression
+on the reward needs enormous samples to see the uplift of a message through it. The funnel model
+learns the parts of the uplift from the much more frequent funnel events the log holds, each with
+its own factorised Bayesian GLM (``policies.glm``):
+
+    P(open | send)            logistic over context x (channel, send slot)    rows: sends
+    P(click | opened)         logistic over context x offer                   rows: opened sends
+    P(convert | clicked)      logistic over context x offer                   rows: clicked sends
+    P(unsubscribe | send)     logistic over context x channel                 rows: sends
+    E[log order value]        gaussian over context                           rows: conversions
+
+    uplift(x, a) = P(open) P(click) P(convert) * net_value(offer, order value)
+                   - channel cost - unsubscribe penalty * P(unsubscribe)
+
+and no-send has uplift 0. The offer's net value comes from the catalog (``Offer.net_value``): the
+business knows what its coupons cost. Uplift differs from the expected reward of an arm by the
+customer's organic value, which is the same for every arm, so argmax and exploration are
+unaffected. (What the decomposition leaves out: a coupon redeemed on a purchase the customer
+would have made anyway; it is small next to the campaign conversions.)
+
+Thompson sampling draws each GLM's parameters from its posterior; the value model's posterior
+mean is used as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit
+
+from core.errors import InputError
+from policies.arms import ArmSpace
+from policies.glm import FactorGLM
+from policies.reward import RewardConfig
+
+
+@dataclass(frozen=True, eq=False)
+class Feedback:
+    """Funnel events of n logged decisions (within the attribution window), all (n,):
+    opened, clicked, converted, unsubscribed (bool) and value (net conversion value, >= 0)."""
+
+    opened: np.ndarray
+    clicked: np.ndarray
+    converted: np.ndarray
+    unsubscribed: np.ndarray
+    value: np.ndarray
+
+    @classmethod
+    def from_frame(cls, frame) -> Feedback:
+        """From a frame with columns opened, clicked, converted, unsubscribed, value (e.g.
+        ``DecisionLog.joined``)."""
+        missing = [c for c in ("opened", "clicked", "converted", "unsubscribed", "value") if c not in frame]
+        if missing:
+            raise InputError(f"feedback needs columns {missing}")
+        return cls(*(frame[c].to_numpy(dtype=bool) for c in ("opened", "clicked", "converted", "unsubscribed")),
+                   value=frame["value"].fillna(0.0).to_numpy(dtype=np.float64))
+
+    def take(self, rows: np.ndarray) -> Feedback:
+        return Feedback(self.opened[rows], self.clicked[rows], self.converted[rows], self.unsubscribed[rows],
+                        self.value[rows])
+
+
+def check_feedback_events(feedback, n: int, owner: str) -> Feedback:
+    if not isinstance(feedback, Feedback):
+        raise InputError(f"The 'feedback' parameter of {owner} must be a policies.funnel.Feedback with the "
+                         f"funnel events (opened, clicked, converted, unsubscribed, value); got "
+                         f"{type(feedback).__name__} instead.")
+    for name in ("opened", "clicked", "converted", "unsubscribed", "value"):
+        v = np.asarray(getattr(feedback, name))
+        if v.shape != (n,):
+            raise InputError(f"The 'feedback.{name}' of {owner} must have shape ({n},); got {v.shape} instead.")
+    v = np.asarray(feedback.value, dtype=np.float64)
+    if not np.isfinite(v).all() or (v < 0).any():
+        raise InputError(f"The 'feedback.value' of {owner} must be finite and >= 0.")
+    return feedback
+
+
+class FunnelRewardModel:
+    """Expected uplift of every arm over no-send, from funnel GLMs (see the module docstring).
+
+    Same prediction interface as ``policies.linear.LinearRewardModel``: ``mean``, ``sample_means``,
+    ``std``; learns with ``add(..., feedback=...)``.
+    """
+
+    def __init__(self, arms: ArmSpace, n_features: int, reward_config: RewardConfig | None = None,
+                 ridge: float = 1.0, level_ridge: float | None = None, intercept_ridge: float = 1e-2,
+                 offer_ridge: float | None = None):
+        self.arms = arms
+        self.n_features = int(n_features)
+        self.reward_config = reward_config or RewardConfig()
+        n_ch, n_of, n_sl = len(arms.channels), len(arms.offers), len(arms.slots)
+        cs = np.array([[0, 1 + c, 1 + n_ch + s] for c in range(n_ch) for s in range(n_sl)])
+        prior = {"ridge": ridge, "level_ridge": level_ridge, "intercept_ridge": intercept_ridge}
+        self.open = FactorGLM(n_features, cs, 1 + n_ch + n_sl, **prior)
+        offer_cells = np.array([[0, 1 + o] for o in range(n_of)])
+        offer_prior = prior | ({} if offer_ridge is None else {"level_ridge": offer_ridge})
+        self.click = FactorGLM(n_features, offer_cells, 1 + n_of, **offer_prior)
+        self.convert = FactorGLM(n_features, offer_cells, 1 + n_of, **offer_prior)
+        self.unsubscribe = FactorGLM(n_features, np.array([[0, 1 + c] for c in range(n_ch)]), 1 + n_ch, **prior)
+        self.order_value = FactorGLM(n_features, np.array([[0]]), 1, family="gaussian", **prior)
+        offers = [arms.catalog[o] for o in arms.offers]
+        self.discount = np.array([o.discount for o in offers])
+        self.fixed_cost = np.array([o.fixed_cost for o in offers])
+        from core.types import CHANNELS
+
+        cost = self.reward_config.cost_vector()
+        self.channel_cost = np.array([cost[CHANNELS.index(c)] for c in arms.channels])
+        send = arms.is_send
+        self._send = send
+        self._cs = np.where(send, arms.channel_level.astype(np.int64) * n_sl + arms.slot_level, 0)
+        self._o = np.where(send, arms.offer_level, 0).astype(np.int64)
+        self._c = np.where(send, arms.channel_level, 0).astype(np.int64)
+        self.n_obs = 0
+
+    @staticmethod
+    def with_intercept(Z: np.ndarray) -> np.ndarray:
+        return np.hstack([np.ones((Z.shape[0], 1)), Z])
+
+    # -- learning -------------------------------------------------------------------------------
+    def add(self, Z: np.ndarray, arms: np.ndarray, rewards: np.ndarray, weights: np.ndarray,
+            scores: np.ndarray | None = None, feedback: Feedback | None = None) -> None:
+        if feedback is None:
+            raise InputError("the funnel reward model learns from funnel events: pass feedback=Feedback(...)")
+        X1 = self.with_intercept(Z)
+        send = self._send[arms]
+        op, cl, cv = feedback.opened & send, feedback.clicked & send, feedback.converted
+        self.open.update(X1[send], self._cs[arms[send]], feedback.opened[send].astype(float), weights[send])
+        self.click.update(X1[op], self._o[arms[op]], feedback.clicked[op].astype(float), weights[op])
+        self.convert.update(X1[cl], self._o[arms[cl]], feedback.converted[cl].astype(float), weights[cl])
+        self.unsubscribe.update(X1[send], self._c[arms[send]], feedback.unsubscribed[send].astype(float),
+                                weights[send])
+        # order value: a clicked conversion redeemed the offer (net -> gross), others are taken as gross
+        has = cv & (feedback.value > 0)
+        gross = feedback.value.copy()
+        red = has & cl
+        o = self._o[arms[red]]
+        gross[red] = (feedback.value[red] + self.fixed_cost[o]) / (1.0 - self.discount[o])
+        self.order_value.update(X1[has], np.zeros(int(has.sum()), dtype=np.int64), np.log(gross[has]),
+                                weights[has])
+        self.n_obs += len(arms)
+
+    def discount_evidence(self, factor: float) -> None:
+        """Forget old evidence (precision times ``factor``)."""
+        if factor < 1.0:
+            for m in (self.open, self.click, self.convert, self.unsubscribe, self.order_value):
+                m.precision = m.precision * factor
+                m._chol = None
+
+    # -- prediction -------------------------------------------------------------------------------
+    def _net_value(self, X1: np.ndarray) -> np.ndarray:
+        """(n, O) expected net value of a conversion with each offer."""
+        noise = self.order_value.noise or 0.0
+        gross = np.exp(np.clip(self.order_value.linear_predictor(X1)[:, 0] + 0.5 * noise, -20, 20))
+        return np.maximum(gross[:, None] * (1.0 - self.discount[None, :]) - self.fixed_cost[None, :], 0.0)
+
+    def _combine(self, eta_open, eta_click, eta_conv, eta_unsub, value, dtype=np.float64) -> np.ndarray:
+        """Linear predictors (..., n, cells) -> uplift (..., n, K):
+        P(open)[c, s] * (P(click) P(convert) value)[o] - (cost + penalty * P(unsubscribe))[c].
+
+        The send arms of an ArmSpace are ordered channel, offer, slot, so the (C, O, S) product is
+        formed by broadcasting (no gathers) and written behind the no-send column."""
+        nc, no, ns = len(self.arms.channels), len(self.arms.offers), len(self.arms.slots)
+        lead = eta_open.shape[:-1]
+        per_offer = (expit(eta_click) * expit(eta_conv) * value).astype(dtype, copy=False)
+        per_channel = (self.channel_cost + self.reward_config.unsubscribe_penalty * expit(eta_unsub)).astype(
+            dtype, copy=False)
+        p_open = expit(eta_open).astype(dtype, copy=False).reshape(*lead, nc, 1, ns)
+        out = np.empty((*lead, 1 + nc * no * ns), dtype=dtype)
+        out[..., 0] = 0.0
+        body = out[..., 1:].reshape(*lead, nc, no, ns)
+        np.multiply(p_open, per_offer.reshape(*lead, 1, no, 1), out=body)
+        body -= per_channel.reshape(*lead, nc, 1, 1)
+        return out
+
+    def sample_best_arms(self, Z: np.ndarray, eligible: np.ndarray, n_draws: int, rng: np.random.Generator,
+                         scale: float = 1.0) -> np.ndarray | None:
+        """(n_draws, n) the best eligible arm under each posterior draw, or None when the
+        eligibility mask does not factorise.
+
+        Guardrails act per customer on channels, offers and (channel, slot) pairs, so eligibility
+        is usually (channel, slot) x offer. Then, since P(open) >= 0 and the per-offer term
+        P(click) P(convert) value >= 0, the best arm of a draw is the best eligible offer combined
+        with the best eligible (channel, slot): exact, and O + C*S work per customer instead of
+        C*O*S. (Same draws, same result as argmax over ``sample_means``.)"""
+        nc, no, ns = len(self.arms.channels), len(self.arms.offers), len(self.arms.slots)
+        n = eligible.shape[0]
+        body = eligible[:, 1:].reshape(n, nc, no, ns)
+        cs_ok = body.any(axis=2)  # (n, C, S)
+        o_ok = body.any(axis=(1, 3))  # (n, O)
+        if not np.array_equal(body, cs_ok[:, :, None, :] & o_ok[:, None, :, None]):
+            return None
+        X1 = self.with_intercept(Z)
+        value = self._net_value(X1)[None]
+        eta_open = self.open.sample_linear_predictors(X1, n_draws, rng, scale)
+        eta_click = self.click.sample_linear_predictors(X1, n_draws, rng, scale)
+        eta_conv = self.convert.sample_linear_predictors(X1, n_draws, rng, scale)
+        eta_unsub = self.unsubscribe.sample_linear_predictors(X1, n_draws, rng, scale)
+        per_offer = expit(eta_click) * expit(eta_conv) * value  # (M, n, O)
+        per_offer = np.where(o_ok[None], per_offer, -np.inf)
+        best_o = per_offer.argmax(axis=2)  # (M, n)
+        q = np.take_along_axis(per_offer, best_o[..., None], axis=2)  # (M, n, 1)
+        per_channel = self.channel_cost + self.reward_config.unsubscribe_penalty * expit(eta_unsub)  # (M, n, C)
+        r = expit(eta_open).reshape(n_draws, n, nc, ns) * q[..., None] - per_channel[..., None]
+        r = np.where(cs_ok[None], r, -np.inf).reshape(n_draws, n, nc * ns)
+        best_cs = r.argmax(axis=2)
+        best_r = np.take_along_axis(r, best_cs[..., None], axis=2)[..., 0]
+        c, s = np.divmod(best_cs, ns)
+        arm = self.arms.index_of_levels(c, best_o, s)
+        send_ok = np.isfinite(best_r) & np.isfinite(q[..., 0])
+        # no-send (uplift 0) wins ties and whenever nothing to send beats it
+        return np.where(send_ok & (best_r > 0.0) | ~eligible[None, :, 0], arm, 0)
+
+    def mean(self, Z: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+        """(n, K) expected uplift over no-send under the posterior means."""
+        X1 = self.with_intercept(Z)
+        return self._combine(self.open.linear_predictor(X1), self.click.linear_predictor(X1),
+                             self.convert.linear_predictor(X1), self.unsubscribe.linear_predictor(X1),
+                             self._net_value(X1))
+
+    def sample_means(self, Z: np.ndarray, scores: np.ndarray | None, n_draws: int,
+                     rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+        """(n_draws, n, K) uplifts under funnel parameters drawn from their posteriors."""
+        X1 = self.with_intercept(Z)
+        value = self._net_value(X1)[None]
+        return self._combine(self.open.sample_linear_predictors(X1, n_draws, rng, scale),
+                             self.click.sample_linear_predictors(X1, n_draws, rng, scale),
+                             self.convert.sample_linear_predictors(X1, n_draws, rng, scale),
+                             self.unsubscribe.sample_linear_predictors(X1, n_draws, rng, scale), value,
+                             dtype=np.float32)
+
+    def std(self, Z: np.ndarray, scores: np.ndarray | None = None, n_draws: int = 32) -> np.ndarray:
+        """(n, K) posterior standard deviation of the uplift (Monte Carlo, fixed seed)."""
+        return self.sample_means(Z, scores, n_draws, np.random.default_rng(0)).std(axis=0)

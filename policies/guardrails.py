@@ -1,0 +1,519 @@
+"""Guardrails: which arms each customer may receive, decided BEFORE sampling.
+
+Because the eligibility mask is fixed before the policy samples, the logged probability of the
+chosen arm is the true probability of what happened. The guardrails, in the order they apply:
+
+  holdout          customers in the holdout group (stable hash of customer_id) only get no-send
+  consent          no send on a channel the customer has not opted in to (or unsubscribed from)
+  reachability     no send on a channel without a valid key (no app -> no push)
+  quiet_hours      a slot outside the channel's allowed local hours is moved to the next allowed
+                   hour (``quiet_hours_action: move``) or the arm is removed (``remove``)
+  offer_eligibility category-specific offers only for customers interested in that category
+  frequency_cap:*  at most N sends per channel / overall in any sliding window, the new send included
+  coupon_inventory limited offers: units are reserved in a shared ledger before sampling
+  sms_budget       SMS spend per day: reserved in the same ledger before sampling
+
+After sampling, :meth:`Guardrails.settle` releases the reservations the chosen arms did not use.
+No-send is always eligible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from core.catalog import Catalog
+from core.errors import InputError
+from core.types import CATEGORIES, CHANNEL_CONSENT, CHANNELS, Channel
+from policies.arms import NO_SEND_INDEX, ArmSpace
+from policies.budget import BudgetLedger
+from policies.config import GuardrailConfig
+from policies.reward import RewardConfig
+
+#: Profile column suffix of each channel (consent_<x>, reachable_<x>).
+CHANNEL_SUFFIX: dict[Channel, str] = {c: CHANNEL_CONSENT[c].removeprefix("consent_") for c in CHANNELS}
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Audience:
+    """The customers of one decision batch, as the guardrails see them (n customers).
+
+    customer_id: (n,) str; timezone: (n,) IANA names; consent, reachable: (n, 4) bool in the
+    order of core.types.CHANNELS (an unsubscribe revokes consent); category_interest:
+    (n, len(CATEGORIES)) bool, or None when unknown (then category-specific offers are not
+    eligible while ``require_category_interest`` is on).
+    """
+
+    customer_id: np.ndarray
+    timezone: np.ndarray
+    consent: np.ndarray
+    reachable: np.ndarray
+    category_interest: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.customer_id)
+        checks = {
+            "timezone": (self.timezone, (n,)),
+            "consent": (self.consent, (n, len(CHANNELS))),
+            "reachable": (self.reachable, (n, len(CHANNELS))),
+        }
+        if self.category_interest is not None:
+            checks["category_interest"] = (self.category_interest, (n, len(CATEGORIES)))
+        for name, (arr, shape) in checks.items():
+            if np.shape(arr) != shape:
+                raise InputError(f"The '{name}' of an Audience must have shape {shape}; got {np.shape(arr)}")
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame) -> Audience:
+        """From a frame with customer_id, timezone, consent_<ch>, reachable_<ch> (ch in sms, email,
+        wechat, push) and optionally interest_<category> columns (bool)."""
+        need = ["customer_id", "timezone"] + [f"{p}_{s}" for p in ("consent", "reachable")
+                                                for s in CHANNEL_SUFFIX.values()]
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            raise InputError(f"the audience lacks columns {missing}")
+        cats = [f"interest_{c}" for c in CATEGORIES]
+        interest = None
+        if all(c in df.columns for c in cats):
+            interest = df[cats].fillna(False).to_numpy(dtype=bool)
+        return cls(
+            customer_id=df["customer_id"].astype(str).to_numpy(dtype=object),
+            timezone=df["timezone"].fillna("UTC").astype(str).to_numpy(dtype=object),
+            consent=np.column_stack([df[f"consent_{CHANNEL_SUFFIX[c]}"].fillna(False).to_numpy(bool)
+                                     for c in CHANNELS]),
+            reachable=np.column_stack([df[f"reachable_{CHANNEL_SUFFIX[c]}"].fillna(False).to_numpy(bool)
+                                       for c in CHANNELS]),
+            category_interest=interest,
+        )
+
+    def take(self, idx: np.ndarray) -> Audience:
+        return Audience(
+            customer_id=self.customer_id[idx],
+            timezone=self.timezone[idx],
+            consent=self.consent[idx],
+            reachable=self.reachable[idx],
+            category_interest=None if self.category_interest is None else self.category_interest[idx],
+        )
+
+
+def holdout_mask(customer_ids: Sequence[str], share: float, salt: str) -> np.ndarray:
+    """(n,) bool: the customer is in the holdout group. Stable: sha256(salt | customer_id) read as
+    a number in [0, 1), below ``share``. The same customer is in the same group on every run."""
+    if share <= 0:
+        return np.zeros(len(customer_ids), dtype=bool)
+    out = np.empty(len(customer_ids), dtype=bool)
+    prefix = f"{salt}|".encode()
+    for i, cid in enumerate(customer_ids):
+        h = hashlib.sha256(prefix + str(cid).encode()).digest()
+        out[i] = int.from_bytes(h[:8], "big") / 2.0**64 < share
+    return out
+
+
+def _priority(customer_ids: np.ndarray, day: str) -> np.ndarray:
+    """A deterministic per-day order of customers, so that scarce budget rotates fairly."""
+    keys = pd.Series(customer_ids, dtype=object).astype(str) + "|" + day
+    return np.argsort(pd.util.hash_pandas_object(keys, index=False).to_numpy(), kind="stable")
+
+
+def send_times(
+    decided_at: datetime, timezones: np.ndarray, hours: np.ndarray, shift_hours: np.ndarray | int = 0
+) -> np.ndarray:
+    """UTC send times (datetime64[ns]) of the next occurrence of local ``hours`` at or after
+    ``decided_at``, shifted by ``shift_hours`` of local wall clock (for quiet-hour moves).
+
+    timezones: (n,) IANA names; hours, shift_hours: (n,) int. Vectorised per distinct
+    (timezone, hour, shift).
+    """
+    n = len(timezones)
+    hours = np.broadcast_to(np.asarray(hours, dtype=np.int64), (n,))
+    shift = np.broadcast_to(np.asarray(shift_hours, dtype=np.int64), (n,))
+    now = pd.Timestamp(decided_at)
+    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    out = np.empty(n, dtype="datetime64[ns]")
+    frame = pd.DataFrame({"tz": timezones, "h": hours, "s": shift})
+    for (tz, h, s), idx in frame.groupby(["tz", "h", "s"], sort=False).indices.items():
+        out[idx] = _next_local(now, tz, int(h), int(s))
+    return out
+
+
+def _next_local(now: pd.Timestamp, tz: str, hour: int, shift: int) -> np.datetime64:
+    """UTC time of the next local ``hour`` at or after ``now`` (UTC) in ``tz``, plus ``shift``
+    hours of wall clock."""
+    try:
+        local_now = now.tz_convert(tz)
+    except Exception:
+        raise InputError(f"unknown time zone {tz!r}") from None
+    wall = local_now.tz_localize(None).normalize() + pd.Timedelta(hours=hour)
+    if wall < local_now.tz_localize(None):
+        wall += pd.Timedelta(days=1)
+    wall += pd.Timedelta(hours=shift)
+    at = wall.tz_localize(tz, ambiguous=True, nonexistent="shift_forward").tz_convert("UTC")
+    return np.datetime64(at.tz_localize(None).as_unit("ns").to_datetime64())
+
+
+@dataclass(frozen=True, eq=False)
+class SendHistory:
+    """Previous sends, indexed once for frequency caps (so a day's batches share the work).
+
+    customers: (u,) unique customer ids; code: (r,) row -> index into ``customers``; channel:
+    (r,) index into core.types.CHANNELS; send_at: (r,) int64 ns UTC.
+    """
+
+    customers: pd.Index
+    code: np.ndarray
+    channel: np.ndarray
+    send_at: np.ndarray
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame | None) -> SendHistory:
+        """From a frame with customer_id, channel (name) and send_at (UTC); rows with an unknown
+        channel are ignored."""
+        if frame is None or len(frame) == 0:
+            return cls(pd.Index([], dtype=object), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        missing = {"customer_id", "channel", "send_at"} - set(frame.columns)
+        if missing:
+            raise InputError(f"recent sends lack columns {sorted(missing)}")
+        ch = pd.Series(frame["channel"].astype(str).to_numpy()).map({c.value: i for i, c in enumerate(CHANNELS)})
+        keep = ch.notna().to_numpy()
+        code, uniques = pd.factorize(frame["customer_id"].astype(str).to_numpy()[keep])
+        return cls(pd.Index(uniques, dtype=object), code.astype(np.int64), ch.to_numpy()[keep].astype(np.int64),
+                   _to_ns(frame["send_at"].to_numpy()[keep]))
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+
+def _to_ns(values) -> np.ndarray:
+    """datetime-like (tz-aware or naive UTC) -> int64 ns since epoch."""
+    s = pd.to_datetime(pd.Series(values), utc=True)
+    return s.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# output
+# ----------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Eligibility:
+    """What the guardrails allow for n customers over the K arms.
+
+    mask: (n, K) bool, no-send always True; send_at: (n, K) datetime64[ns] UTC (no-send: the
+    decision time); send_hour: (n, K) int8 local hour the send goes out at (-1 for no-send);
+    holdout: (n,) bool; acted: (n, G) bool, which guardrail (``names``) removed or moved at least
+    one arm for that customer.
+    """
+
+    decided_at: datetime
+    mask: np.ndarray
+    send_at: np.ndarray
+    send_hour: np.ndarray
+    holdout: np.ndarray
+    acted: np.ndarray
+    names: tuple[str, ...]
+    reservations: list[_Reservation] = field(default_factory=list)
+    settled: bool = False
+
+    def reasons(self, i: int) -> list[str]:
+        """Names of the guardrails that acted on customer ``i``."""
+        return [n for n, a in zip(self.names, self.acted[i], strict=True) if a]
+
+    def reasons_all(self) -> list[list[str]]:
+        names = np.asarray(self.names, dtype=object)
+        return [list(names[row]) for row in self.acted]
+
+    def chosen_send_at(self, arms: np.ndarray) -> np.ndarray:
+        """(n,) datetime64[ns] UTC send time of each customer's chosen arm."""
+        return self.send_at[np.arange(len(arms)), arms]
+
+    def chosen_send_hour(self, arms: np.ndarray) -> np.ndarray:
+        return self.send_hour[np.arange(len(arms)), arms]
+
+
+@dataclass(eq=False)
+class _Reservation:
+    key: str
+    unit: float
+    granted: np.ndarray  # (n,) bool: customers holding one reserved unit
+    arms: np.ndarray  # (K,) bool: arms that consume it
+
+
+# ----------------------------------------------------------------------------------------------
+# the guardrails
+# ----------------------------------------------------------------------------------------------
+class Guardrails:
+    """Applies a :class:`GuardrailConfig` to decision batches.
+
+    ``ledger`` holds budgets (coupon inventory, SMS spend) and may be shared by threads and
+    processes (a file-backed :class:`BudgetLedger`); by default a private in-memory one.
+    """
+
+    def __init__(
+        self,
+        arms: ArmSpace,
+        config: GuardrailConfig | None = None,
+        catalog: Catalog | None = None,
+        reward_config: RewardConfig | None = None,
+        ledger: BudgetLedger | None = None,
+    ):
+        self.arms = arms
+        self.config = config or GuardrailConfig()
+        self.catalog = catalog or arms.catalog
+        self.reward_config = reward_config or RewardConfig()
+        self.ledger = ledger if ledger is not None else BudgetLedger(":memory:")
+        self.names = self._names()
+        self._hour_plan = self._plan_hours()
+        self._holdout_cache: dict[str, bool] = {}
+        self._times_cache: dict[tuple, np.ndarray] = {}
+
+    # -- static plans ----------------------------------------------------------------------------
+    def _names(self) -> tuple[str, ...]:
+        caps = tuple(f"{c.name}:{c.window_hours:g}h" for c in self.config.frequency_caps)
+        return ("holdout", "consent", "reachability", "quiet_hours", "offer_eligibility",
+                *caps, "coupon_inventory", "sms_budget")
+
+    def _plan_hours(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per (arm channel level, slot level): the local hour the send goes out at, the shift in
+        hours from the slot, and whether the arm is removed by quiet hours."""
+        a = self.arms
+        hour = np.zeros((len(a.channels), len(a.slots)), dtype=np.int64)
+        shift = np.zeros_like(hour)
+        removed = np.zeros(hour.shape, dtype=bool)
+        for ci, ch in enumerate(a.channels):
+            allowed = set(self.config.hours_for(Channel(ch)))
+            for si, h in enumerate(a.slots):
+                if h in allowed:
+                    hour[ci, si] = h
+                elif self.config.quiet_hours_action == "remove" or not allowed:
+                    removed[ci, si] = True
+                    hour[ci, si] = h
+                else:
+                    k = next(k for k in range(1, 25) if (h + k) % 24 in allowed)
+                    hour[ci, si], shift[ci, si] = (h + k) % 24, k
+        return hour, shift, removed
+
+    def _zone_times(self, now_utc: pd.Timestamp, zone: str) -> np.ndarray:
+        """(C, S) UTC send times of every (channel, slot) for customers in ``zone`` (memoised)."""
+        key = (now_utc.value, zone)
+        got = self._times_cache.get(key)
+        if got is None:
+            a, (_, shift_plan, _) = self.arms, self._hour_plan
+            got = np.array([[_next_local(now_utc, zone, int(a.slots[si]), int(shift_plan[ci, si]))
+                             for si in range(len(a.slots))] for ci in range(len(a.channels))],
+                           dtype="datetime64[ns]")
+            if len(self._times_cache) > 4096:
+                self._times_cache.clear()
+            self._times_cache[key] = got
+        return got
+
+    def _holdout(self, customer_ids: np.ndarray) -> np.ndarray:
+        """Holdout membership, memoised per customer (the hash never changes for a config)."""
+        cache = self._holdout_cache
+        missing = [c for c in dict.fromkeys(customer_ids) if c not in cache]
+        if missing:
+            cache.update(zip(missing, holdout_mask(missing, self.config.holdout_share, self.config.holdout_salt),
+                             strict=True))
+        return np.fromiter((cache[c] for c in customer_ids), dtype=bool, count=len(customer_ids))
+
+    @property
+    def hour_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per (channel level, slot level) of the arm space, all (C, S): the local hour a send
+        actually goes out at, its shift from the slot in hours (quiet-hour moves), and whether
+        quiet hours remove the arm."""
+        return self._hour_plan
+
+    def inventory_limit(self, offer_id: str) -> int | None:
+        if offer_id in self.config.offer_inventory:
+            return self.config.offer_inventory[offer_id]
+        return self.catalog[offer_id].inventory
+
+    @staticmethod
+    def sms_budget_key(decided_at: datetime) -> str:
+        """Ledger key of the SMS spend of the UTC day of ``decided_at`` (tz-aware)."""
+        return f"sms_spend:{pd.Timestamp(decided_at).tz_convert('UTC').date().isoformat()}"
+
+    @staticmethod
+    def coupon_key(offer_id: str) -> str:
+        return f"coupons:{offer_id}"
+
+    # -- apply -----------------------------------------------------------------------------------
+    def apply(
+        self,
+        audience: Audience,
+        decided_at: datetime,
+        recent_sends: pd.DataFrame | SendHistory | None = None,
+        reserve: bool = True,
+    ) -> Eligibility:
+        """Eligibility of every arm for every customer of ``audience`` at ``decided_at`` (UTC).
+
+        recent_sends: previous sends, columns customer_id, channel (name), send_at (UTC), or a
+        :class:`SendHistory` built from them once for several batches; only those inside the
+        longest cap window matter. With ``reserve`` (default) budget units are
+        reserved for the customers keeping a budgeted arm; call :meth:`settle` after sampling.
+        """
+        if decided_at.tzinfo is None:
+            raise InputError("decided_at must carry a time zone (UTC)")
+        a, cfg = self.arms, self.config
+        n, K = len(audience), a.n_arms
+        send = a.is_send
+        cl, sl = a.channel_level.astype(np.int64), a.slot_level.astype(np.int64)
+        ch_global = a.channel.astype(np.int64)
+        mask = np.ones((n, K), dtype=bool)
+        acted = np.zeros((n, len(self.names)), dtype=bool)
+        col = {name: i for i, name in enumerate(self.names)}
+
+        def remove(name: str, blocked: np.ndarray) -> None:
+            """blocked: (n, K) bool, never on no-send."""
+            hit = (mask & blocked).any(axis=1)
+            acted[:, col[name]] |= hit
+            mask[blocked] = False
+
+        # holdout
+        holdout = self._holdout(audience.customer_id)
+        remove("holdout", holdout[:, None] & send[None, :])
+        # consent and reachability: (n, 4) -> (n, K)
+        safe_ch = np.where(send, ch_global, 0)
+        if cfg.require_consent:
+            remove("consent", ~audience.consent[:, safe_ch] & send[None, :])
+        if cfg.require_reachable:
+            remove("reachability", ~audience.reachable[:, safe_ch] & send[None, :])
+        # quiet hours: same plan for every customer (local time)
+        hour_plan, shift_plan, removed_plan = self._hour_plan
+        arm_hour = np.where(send, hour_plan[np.maximum(cl, 0), np.maximum(sl, 0)], -1)
+        arm_shift = np.where(send, shift_plan[np.maximum(cl, 0), np.maximum(sl, 0)], 0)
+        arm_removed = send & removed_plan[np.maximum(cl, 0), np.maximum(sl, 0)]
+        moved = send & (arm_shift > 0)
+        remove("quiet_hours", np.broadcast_to(arm_removed, (n, K)))
+        acted[:, col["quiet_hours"]] |= (mask & moved[None, :]).any(axis=1)
+        # offer eligibility
+        cat_offers = [(o, self.catalog[o].category) for o in a.offers if self.catalog[o].category]
+        if cfg.require_category_interest and cat_offers:
+            blocked = np.zeros((n, K), dtype=bool)
+            for o, cat in cat_offers:
+                arms_o = a.arms_where(offer=o)
+                if audience.category_interest is None or cat not in CATEGORIES:
+                    ok = np.zeros(n, dtype=bool)
+                else:
+                    ok = audience.category_interest[:, CATEGORIES.index(cat)]
+                blocked |= (~ok)[:, None] & arms_o[None, :]
+            remove("offer_eligibility", blocked)
+        # send times of every (customer, channel level, slot level)
+        C, S = len(a.channels), len(a.slots)
+        tz_code, zones = pd.factorize(pd.Series(audience.timezone, dtype=object))
+        now_utc = pd.Timestamp(decided_at).tz_convert("UTC")
+        per_zone = np.empty((len(zones), C, S), dtype="datetime64[ns]")
+        for zi, zone in enumerate(zones):
+            per_zone[zi] = self._zone_times(now_utc, zone)
+        times = per_zone[tz_code] if n else np.empty((0, C, S), dtype="datetime64[ns]")
+        send_at = np.empty((n, K), dtype="datetime64[ns]")
+        now64 = np.datetime64(pd.Timestamp(decided_at).tz_convert("UTC").tz_localize(None).as_unit("ns"))
+        send_at[:, ~send] = now64
+        send_at[:, send] = times[:, cl[send], sl[send]]
+        # frequency caps over sliding windows
+        if cfg.frequency_caps:
+            self._caps(audience, recent_sends, times, mask, remove)
+        # budgets: coupon inventory, then SMS spend
+        reservations: list[_Reservation] = []
+        day = pd.Timestamp(decided_at).tz_convert("UTC").date().isoformat()
+        order = None
+        for o in a.offers:
+            limit = self.inventory_limit(o)
+            if limit is None:
+                continue
+            arms_o = a.arms_where(offer=o)
+            order = _priority(audience.customer_id, day) if order is None else order
+            res = self._reserve(self.coupon_key(o), float(limit), 1.0, arms_o, mask, order, reserve)
+            remove("coupon_inventory", (~res.granted)[:, None] & arms_o[None, :])
+            if reserve:
+                reservations.append(res)
+        if cfg.sms_daily_budget is not None and Channel.SMS in a.channels:
+            arms_sms = a.arms_where(channel=Channel.SMS)
+            unit = float(self.reward_config.channel_cost.get(Channel.SMS, 0.0))
+            if unit > 0:
+                order = _priority(audience.customer_id, day) if order is None else order
+                res = self._reserve(self.sms_budget_key(decided_at), float(cfg.sms_daily_budget), unit,
+                                    arms_sms, mask, order, reserve)
+                remove("sms_budget", (~res.granted)[:, None] & arms_sms[None, :])
+                if reserve:
+                    reservations.append(res)
+        mask[:, NO_SEND_INDEX] = True
+        send_hour = np.broadcast_to(arm_hour.astype(np.int8), (n, K)).copy()
+        return Eligibility(
+            decided_at=decided_at, mask=mask, send_at=send_at, send_hour=send_hour,
+            holdout=holdout, acted=acted, names=self.names, reservations=reservations,
+        )
+
+    def _caps(self, audience, recent_sends, times, mask, remove) -> None:
+        a, n = self.arms, len(audience)
+        cl, sl = a.channel_level.astype(np.int64), a.slot_level.astype(np.int64)
+        send = a.is_send
+        hist = recent_sends if isinstance(recent_sends, SendHistory) else SendHistory.from_frame(recent_sends)
+        pos = pd.Index(audience.customer_id).get_indexer(hist.customers)  # unique sender -> row of this batch
+        ci = pos[hist.code] if len(hist) else np.zeros(0, dtype=np.int64)
+        keep = ci >= 0
+        ci, rch, rt = ci[keep], hist.channel[keep], hist.send_at[keep]
+        tnum = times.astype(np.int64)  # (n, C, S)
+        for cap in self.config.frequency_caps:
+            name = f"{cap.name}:{cap.window_hours:g}h"
+            window = int(round(cap.window_hours * 3600e9))
+            if cap.channel is None:
+                sel = np.ones(len(ci), dtype=bool)
+                arms_cap = send
+            else:
+                if Channel(cap.channel) not in a.channels:
+                    continue
+                sel = rch == CHANNELS.index(Channel(cap.channel))
+                arms_cap = a.arms_where(channel=cap.channel)
+            counts = np.zeros(times.shape, dtype=np.int64)
+            if sel.any():
+                c_i, t_i = ci[sel], rt[sel]
+                # a previous send counts for a candidate send at s when s - window < t <= s
+                lo = tnum[c_i] - window  # (R, C, S)
+                inside = (t_i[:, None, None] > lo) & (t_i[:, None, None] <= tnum[c_i])
+                np.add.at(counts, c_i, inside.astype(np.int64))
+            full = counts >= cap.max_sends  # (n, C, S)
+            blocked = np.zeros((n, a.n_arms), dtype=bool)
+            blocked[:, send] = full[:, cl[send], sl[send]]
+            remove(name, blocked & arms_cap[None, :])
+
+    def _reserve(self, key, limit, unit, arms_b, mask, order, reserve) -> _Reservation:
+        n = mask.shape[0]
+        wants = (mask & arms_b[None, :]).any(axis=1)
+        granted = np.zeros(n, dtype=bool)
+        ranked = order[wants[order]]
+        if reserve:
+            k = self.ledger.reserve(key, limit, unit, len(ranked))
+        else:
+            k = min(len(ranked), int((self.ledger.remaining(key, limit) + 1e-9) // unit)) if unit > 0 \
+                else len(ranked)
+        granted[ranked[:k]] = True
+        return _Reservation(key=key, unit=unit, granted=granted, arms=arms_b)
+
+    def settle(self, eligibility: Eligibility, chosen: np.ndarray) -> dict[str, float]:
+        """Release the budget units reserved for customers whose chosen arm does not use them.
+        Returns what stays spent per budget key. Call once per :meth:`apply` with reservations."""
+        if eligibility.settled:
+            raise InputError("this eligibility was already settled")
+        chosen = np.asarray(chosen, dtype=np.int64)
+        spent: dict[str, float] = {}
+        for res in eligibility.reservations:
+            used = res.granted & res.arms[chosen]
+            unused = int(res.granted.sum() - used.sum())
+            if unused:
+                self.ledger.release(res.key, unused * res.unit)
+            spent[res.key] = float(used.sum() * res.unit)
+        eligibility.settled = True
+        return spent
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
