@@ -8,7 +8,28 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.catalog import DEFAULT_CATALOG
 from core.types import Channel, OutcomeEvent
+
+_CUSTOMER_ID = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$",
+                     description="unified customer id (from profiles; never a phone number or e-mail)")
+
+
+def _check_offers(v: list[str] | None) -> list[str] | None:
+    if v is None:
+        return v
+    if len(v) == 0:
+        raise ValueError("must name at least one candidate when given")
+    bad = [o for o in v if o not in DEFAULT_CATALOG.ids]
+    if bad:
+        raise ValueError(f"unknown offers {bad[:5]}; the catalog has {list(DEFAULT_CATALOG.ids)}")
+    return v
+
+
+def _check_channels(v: list | None) -> list | None:
+    if v is not None and len(v) == 0:
+        raise ValueError("must name at least one candidate when given")
+    return v
 
 
 class SendWindow(BaseModel):
@@ -38,21 +59,19 @@ class DecisionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    customer_id: str = Field(min_length=1, max_length=200, description="unified customer id")
+    customer_id: str = _CUSTOMER_ID
     request_time: datetime | None = Field(None, description="decision time (UTC if naive); default now")
     journey: Journey | None = None
-    channels: list[Channel] | None = Field(None, description="candidate channels (default all)")
-    offers: list[str] | None = Field(None, description="candidate offer ids (default the catalog)")
+    channels: list[Channel] | None = Field(None, max_length=10, description="candidate channels (default all)")
+    offers: list[str] | None = Field(None, max_length=100, description="candidate offer ids (default the catalog)")
     send_window: SendWindow | None = None
     allow_no_send: bool = True
-    context: dict[str, Any] = Field(default_factory=dict, description="free-form, logged with the decision")
+    context: dict[str, Any] = Field(default_factory=dict, max_length=50,
+                                    description="free-form, logged with the decision (contact identifiers "
+                                    "are dropped)")
 
-    @field_validator("channels", "offers")
-    @classmethod
-    def _not_empty(cls, v: list | None) -> list | None:
-        if v is not None and len(v) == 0:
-            raise ValueError("must name at least one candidate when given")
-        return v
+    check_offers = field_validator("offers")(_check_offers)
+    check_channels = field_validator("channels")(_check_channels)
 
 
 class BatchDecisionRequest(BaseModel):
@@ -60,20 +79,35 @@ class BatchDecisionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    customer_ids: list[str] = Field(min_length=1, max_length=200_000)
-    request_time: datetime | None = None
+    customer_ids: list[str] = Field(min_length=1, max_length=200_000, description="unified customer ids")
+    request_time: datetime | None = Field(None, description="decision time (UTC if naive); default now")
     journey: Journey | None = None
-    channels: list[Channel] | None = None
-    offers: list[str] | None = None
+    channels: list[Channel] | None = Field(None, max_length=10)
+    offers: list[str] | None = Field(None, max_length=100)
     send_window: SendWindow | None = None
     allow_no_send: bool = True
+
+    check_offers = field_validator("offers")(_check_offers)
+    check_channels = field_validator("channels")(_check_channels)
+
+    @field_validator("customer_ids")
+    @classmethod
+    def _ids(cls, v: list[str]) -> list[str]:
+        import re
+
+        pat = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+        bad = [i for i, c in enumerate(v) if not pat.match(c)]
+        if bad:
+            raise ValueError(f"customer_ids[{bad[0]}] is not a unified customer id (letters, digits, _ . : -)")
+        return v
 
 
 class Action(BaseModel):
     send: bool
+    arm: str = Field(description="arm id: 'no_send' or 'channel|offer|slot'")
     channel: Channel | None = None
     offer: str | None = None
-    send_at: datetime | None = Field(None, description="when to send, with the customer's time zone")
+    send_at: datetime | None = Field(None, description="when to send, in the customer's time zone")
     send_slot: int | None = Field(None, description="local hour of the send")
 
 
@@ -88,9 +122,11 @@ class DecisionResponse(BaseModel):
     policy: str
     policy_version: str
     model_versions: dict[str, str]
-    ab_arm: str | None = None
+    ab_arm: str | None = Field(None, description="arm of the policy A/B test, when one runs")
     holdout: bool = False
-    fallback: bool = False
+    fallback: bool = Field(False, description="a degraded path answered (see fallback_reason)")
+    fallback_reason: str | None = None
+    decided_at: datetime
 
 
 class BatchDecisionResponse(BaseModel):
@@ -102,11 +138,43 @@ class OutcomeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event_id: str = Field(min_length=1, max_length=200)
+    event_id: str = Field(min_length=1, max_length=200, description="makes a retry harmless")
     decision_id: str = Field(min_length=1, max_length=200)
     event: OutcomeEvent
-    occurred_at: datetime
-    value: float | None = Field(None, ge=0.0)
+    occurred_at: datetime = Field(description="UTC if naive")
+    value: float | None = Field(None, ge=0.0, le=1e9, allow_inf_nan=False)
+
+
+class OutcomeRequest(BaseModel):
+    """One outcome (its fields at the top level) or several (``outcomes``), not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcomes: list[OutcomeIn] | None = Field(None, min_length=1, max_length=100_000)
+    event_id: str | None = Field(None, min_length=1, max_length=200)
+    decision_id: str | None = Field(None, min_length=1, max_length=200)
+    event: OutcomeEvent | None = None
+    occurred_at: datetime | None = None
+    value: float | None = Field(None, ge=0.0, le=1e9, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_or_many(self) -> OutcomeRequest:
+        single = {k: getattr(self, k) for k in ("event_id", "decision_id", "event", "occurred_at")}
+        given = [k for k, v in single.items() if v is not None]
+        if self.outcomes is not None:
+            if given or self.value is not None:
+                raise ValueError("give either one outcome's fields or 'outcomes', not both")
+            return self
+        missing = [k for k, v in single.items() if v is None]
+        if missing:
+            raise ValueError(f"missing field(s) {missing} (or give a list as 'outcomes')")
+        return self
+
+    def items(self) -> list[OutcomeIn]:
+        if self.outcomes is not None:
+            return list(self.outcomes)
+        return [OutcomeIn(event_id=self.event_id, decision_id=self.decision_id, event=self.event,
+                          occurred_at=self.occurred_at, value=self.value)]
 
 
 class OutcomeResult(BaseModel):

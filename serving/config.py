@@ -1,0 +1,87 @@
+"""Configuration of the decision service (YAML -> pydantic), e.g.::
+
+    auth_token: s3cret            # optional; when set, every endpoint but /healthz /readyz /livez
+                                  # needs `Authorization: Bearer s3cret`
+    policy: thompson              # the policy of the champion arm (policies.bandits.POLICIES)
+    ab_test:                      # optional policy A/B test, split by a stable hash of customer_id
+      challenger: greedy
+      challenger_share: 0.2
+      salt: ab-v1
+    refresh_seconds: 30           # how often the registry is polled for a new champion
+    seed: 0
+
+The service finds the file through ``$DECISIONING_SERVING_CONFIG`` (``decisioning serve --config``
+sets it); without it every field takes its default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from policies.config import PolicyLayerConfig
+
+CONFIG_ENV = "DECISIONING_SERVING_CONFIG"
+
+#: The model families whose champions the service loads: family -> registered model name.
+MODEL_NAMES: dict[str, str] = {
+    "propensity": "propensity",
+    "churn": "churn",
+    "offer": "next_best_offer",
+    "send_time": "send_time",
+}
+
+
+class ABTest(BaseModel):
+    """Split traffic between the champion policy and a challenger policy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    challenger: str = Field(description="registered policy name of the challenger arm")
+    challenger_params: dict[str, Any] = Field(default_factory=dict, description="its hyper-parameters")
+    challenger_share: float = Field(0.5, gt=0.0, lt=1.0, description="share of customers in the challenger arm")
+    salt: str = Field("ab-v1", min_length=1, description="salt of the assignment hash; change it to re-draw")
+
+
+class ServingConfig(BaseModel):
+    """Everything the decision service can be told."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    auth_token: str | None = Field(None, min_length=8, description="bearer token; None: no authentication")
+    policy: str = Field("thompson", description="policy of the champion arm")
+    policy_params: dict[str, Any] = Field(default_factory=dict, description="its hyper-parameters")
+    ab_test: ABTest | None = Field(None, description="optional policy A/B test")
+    policy_layer: PolicyLayerConfig = Field(default_factory=PolicyLayerConfig,
+                                            description="arms and guardrails (policies.config)")
+    models: tuple[str, ...] = Field(tuple(MODEL_NAMES), description="model families whose champions are loaded")
+    model_alias: str = Field("champion", description="registry alias the service serves")
+    registry_uri: str | None = Field(None, description="MLflow tracking/registry URI (default: the workspace's store)")
+    refresh_seconds: float = Field(30.0, ge=0.0, description="registry poll interval; 0: never")
+    feature_service: str = Field("decision_v1", description="the FeatureService the decision reads")
+    rule_offer: str | None = Field(None, description="offer of the safe rule (default: the catalog's first)")
+    rule_channel: str = Field("email", description="channel of the safe rule")
+    rule_hour: int = Field(10, ge=0, le=23, description="local hour of the safe rule")
+    seed: int = Field(0, ge=0, description="seed of sampling (with the request, it fixes each decision)")
+    warm_start_max_sends: int = Field(30_000, ge=100, description="logged sends the warm start reads at most")
+    durable: bool = Field(True, description="fsync the decision log at every commit (SQLite synchronous=FULL)")
+
+    @field_validator("models")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [m for m in v if m not in MODEL_NAMES]
+        if bad:
+            raise ValueError(f"unknown model families {bad}; choose from {list(MODEL_NAMES)}")
+        return v
+
+
+def load_serving_config(path: str | Path | None = None, environ: dict | None = None) -> ServingConfig:
+    """The config from ``path``, else from ``$DECISIONING_SERVING_CONFIG``, else the defaults."""
+    from core.config import load_config
+
+    env = os.environ if environ is None else environ
+    chosen = path or env.get(CONFIG_ENV) or None
+    return load_config(ServingConfig, chosen)

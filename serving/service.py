@@ -1,0 +1,176 @@
+"""The BentoML decision service: a thin typed shell over serving.engine (parse, delegate, return).
+
+    POST /decide        flat JSON body of DecisionRequest -> DecisionResponse
+    POST /decide/batch  BatchDecisionRequest (a campaign audience) -> BatchDecisionResponse
+    POST /outcome       one outcome (flat) or {"outcomes": [...]} -> OutcomeResult (idempotent)
+    POST /noop          does nothing (the benchmark's floor on the same server)
+    GET  /healthz /readyz /livez /metrics   (BentoML's own)
+
+The workspace is ``$DECISIONING_HOME``; the config file ``$DECISIONING_SERVING_CONFIG`` (both set
+by ``decisioning serve``). Domain errors become HTTP codes here and only here: InputError -> 400
+naming the field; anything unexpected in the decide path has already become a fallback decision
+inside the engine.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+
+import bentoml
+from bentoml.exceptions import InvalidArgument
+
+from core.errors import InputError
+from serving.schemas import (
+    BatchDecisionRequest,
+    BatchDecisionResponse,
+    DecisionRequest,
+    DecisionResponse,
+    OutcomeRequest,
+    OutcomeResult,
+)
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/livez"})
+
+# Prometheus metrics (no customer ids or contact identifiers in any label)
+DECISIONS = bentoml.metrics.Counter(
+    name="decisioning_decisions", documentation="Decisions made, by endpoint, fallback reason and A/B arm",
+    labelnames=["endpoint", "fallback", "ab_arm", "send"])
+OUTCOMES = bentoml.metrics.Counter(
+    name="decisioning_outcomes", documentation="Outcomes received, by result", labelnames=["result"])
+LATENCY = bentoml.metrics.Histogram(
+    name="decisioning_latency_seconds", documentation="Time in the engine per call, by endpoint",
+    labelnames=["endpoint"], buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5, 2, 8, 30))
+REJECTED = bentoml.metrics.Counter(
+    name="decisioning_rejected", documentation="Requests refused (bad input, missing token)", labelnames=["reason"])
+
+
+class BearerAuth:
+    """ASGI middleware: when the serving config has an ``auth_token``, every HTTP request but the
+    health probes needs ``Authorization: Bearer <token>`` (401 otherwise)."""
+
+    def __init__(self, app, token: str | None = None):
+        self.app = app
+        self._fixed = token
+        self._cache: tuple[str | None, bytes | None] | None = None
+
+    @property
+    def expected(self) -> bytes | None:
+        """The expected header, from the config named by the environment (re-read when it changes)."""
+        import os
+
+        from serving.config import CONFIG_ENV, load_serving_config
+
+        if self._fixed is not None:
+            return f"Bearer {self._fixed}".encode()
+        where = os.environ.get(CONFIG_ENV)
+        if self._cache is None or self._cache[0] != where:
+            token = load_serving_config().auth_token
+            self._cache = (where, None if token is None else f"Bearer {token}".encode())
+        return self._cache[1]
+
+    async def __call__(self, scope, receive, send):
+        expected = self.expected
+        if expected is None or scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if hmac.compare_digest(given, expected):
+            await self.app(scope, receive, send)
+            return
+        REJECTED.labels(reason="unauthorized").inc()
+        body = json.dumps({"error": "unauthorized: send 'Authorization: Bearer <token>'"}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _bad_input(exc: InputError) -> InvalidArgument:
+    REJECTED.labels(reason="invalid_input").inc()
+    return InvalidArgument(str(exc))
+
+
+def _count(endpoint: str, decisions: list[DecisionResponse]) -> None:
+    counts: dict[tuple, int] = {}
+    for d in decisions:
+        key = (d.fallback_reason or "none", d.ab_arm or "none", "true" if d.action.send else "false")
+        counts[key] = counts.get(key, 0) + 1
+    for (fb, ab, snd), k in counts.items():
+        DECISIONS.labels(endpoint=endpoint, fallback=fb, ab_arm=ab, send=snd).inc(k)
+
+
+@bentoml.service(name="decisioning", workers=1, traffic={"timeout": 300})
+class DecisionService:
+    """Decides whether, on which channel, with which offer and when to contact a customer."""
+
+    def __init__(self) -> None:
+        from core.workspace import Workspace
+        from serving.config import load_serving_config
+        from serving.engine import DecisionEngine
+
+        self.engine = DecisionEngine.open(Workspace.resolve(), load_serving_config())
+
+    @bentoml.api(route="/decide", input_spec=DecisionRequest)
+    def decide(self, **kwargs) -> DecisionResponse:
+        """Decide for one customer. The decision is in the log before this returns."""
+        t0 = time.perf_counter()
+        try:
+            out = self.engine.decide(DecisionRequest.model_construct(**kwargs))
+        except InputError as exc:
+            raise _bad_input(exc) from None
+        LATENCY.labels(endpoint="decide").observe(time.perf_counter() - t0)
+        _count("decide", [out])
+        return out
+
+    @bentoml.api(route="/decide/batch", input_spec=BatchDecisionRequest)
+    def decide_batch(self, **kwargs) -> BatchDecisionResponse:
+        """Decide for a campaign audience at once (vectorised)."""
+        t0 = time.perf_counter()
+        try:
+            out = self.engine.decide_batch(BatchDecisionRequest.model_construct(**kwargs))
+        except InputError as exc:
+            raise _bad_input(exc) from None
+        LATENCY.labels(endpoint="decide_batch").observe(time.perf_counter() - t0)
+        _count("decide_batch", out)
+        return BatchDecisionResponse.model_construct(decisions=out)
+
+    @bentoml.api(route="/outcome", input_spec=OutcomeRequest)
+    def outcome(self, **kwargs) -> OutcomeResult:
+        """Report one outcome, or several as ``outcomes``. A repeated event_id counts once and is
+        named in ``duplicate_event_ids``; an unknown decision_id is named in ``unknown_event_ids``."""
+        t0 = time.perf_counter()
+        try:
+            res = self.engine.record_outcomes(OutcomeRequest.model_construct(**kwargs).items())
+        except InputError as exc:
+            raise _bad_input(exc) from None
+        LATENCY.labels(endpoint="outcome").observe(time.perf_counter() - t0)
+        for name, k in (("accepted", res.accepted), ("duplicate", res.duplicates),
+                        ("unknown_decision", res.unknown_decision)):
+            if k:
+                OUTCOMES.labels(result=name).inc(k)
+        return res
+
+    @bentoml.api(route="/noop")
+    def noop(self) -> dict:
+        """Does nothing: the benchmark's floor for the HTTP and framework overhead."""
+        return {"ok": True}
+
+    @bentoml.api(route="/status")
+    def status(self) -> dict:
+        """What the service has loaded: feature store, model versions, policies (no identifiers)."""
+        return self.engine.status()
+
+
+DecisionService.add_asgi_middleware(BearerAuth)
+
+_APP = None
+
+
+def asgi_app():
+    """The service's ASGI app, built once per process (BentoML registers Prometheus collectors
+    when it builds one, so a second build in the same process fails). Tests use this."""
+    global _APP
+    if _APP is None:
+        _APP = DecisionService.to_asgi()
+    return _APP
