@@ -8,7 +8,8 @@ Layout (every path is derived here and nowhere else)::
       profiles/     imported, validated, identity-resolved data and the rejects
       feature_repo/ the Feast repo: feature_store.yaml, feature data, registry, online store
       mlflow/       MLflow tracking store (SQLite) and artifacts
-      decisions/    the decision log and outcomes
+      decisions/    the decision log and outcomes (decisions.sqlite), budget ledgers
+      policies/     fitted policy state the service loads
       reports/      HTML, PNG and JSON reports
 """
 
@@ -63,6 +64,21 @@ class Workspace:
     @property
     def decisions(self) -> Path:
         return self._sub("decisions")
+
+    @property
+    def decision_log(self) -> Path:
+        """The workspace's decision log: the service and the journey's policy write here."""
+        return self.decisions / "decisions.sqlite"
+
+    @property
+    def journeys(self) -> Path:
+        """Decision logs and budget ledgers of simulated journeys, one set per run."""
+        return self.decisions / "journeys"
+
+    @property
+    def policies(self) -> Path:
+        """Fitted policy state (pickles) that the service loads."""
+        return self._sub("policies")
 
     @property
     def reports(self) -> Path:

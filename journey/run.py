@@ -63,6 +63,8 @@ class JourneySettings(BaseModel):
     batch_size: int = Field(5000, ge=1, description="customers decided at once (budgets settle between batches)")
     warm_start_sends: int | None = Field(200_000, ge=1, description="at most this many history sends warm-start the policy")
     log_context: bool = Field(True, description="log the context features with every decision")
+    learn: bool = Field(True, description="update the policy from the joined log every day (False: frozen "
+                        "after the warm start, an ablation)")
 
 
 @dataclass
@@ -255,8 +257,9 @@ def run_journey(
         say(f"warm start on {ts.n_sends:,} logged sends and {ts.n_no_sends:,} no-send days: {warm['seconds']}s")
 
     # the decision log of this run
-    workspace.decisions.mkdir(parents=True, exist_ok=True)
-    log_path = workspace.decisions / f"journey-{spec.name}-s{settings.seed}.sqlite"
+    run_dir = workspace.journeys
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / f"journey-{spec.name}-s{settings.seed}.sqlite"
     for suffix in ("", "-wal", "-shm"):
         p = log_path.with_name(log_path.name + suffix)
         if p.exists():
@@ -268,7 +271,7 @@ def run_journey(
     init_state = world.initial_state()
     lanes: dict[str, Lane] = {}
     for name in LANES:
-        ledger_path = workspace.decisions / f"{journey_id}-{name}-budget.sqlite"
+        ledger_path = run_dir / f"{journey_id}-{name}-budget.sqlite"
         for suffix in ("", "-wal", "-shm"):
             p = ledger_path.with_name(ledger_path.name + suffix)
             if p.exists():
@@ -397,7 +400,7 @@ def run_journey(
                                                         times, values, strict=True)])
             pending = pending[~due].reset_index(drop=True)
         n_learn = 0
-        if policy.learns:
+        if policy.learns and settings.learn:
             j = log.joined(rc, now=learn_at.to_pydatetime(), since=(learn_at - pd.Timedelta(days=4)).to_pydatetime(),
                            columns=["action", "propensity"], parse_json=False)
             j = j[j["matured"] & ~j["decision_id"].isin(learned)]

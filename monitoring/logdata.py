@@ -38,8 +38,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def find_log(workspace: Workspace, path: str | Path | None = None) -> Path:
-    """The decision log to read: ``path`` if given, else the one SQLite file under
-    ``<workspace>/decisions/``. Raises WorkspaceError (exit 2) when there is none."""
+    """The decision log to read: ``path`` if given, else the workspace's decision log
+    (``decisions/decisions.sqlite``, where the service writes), else the newest simulated
+    journey's log under ``decisions/journeys/``. Raises WorkspaceError (exit 2) when there is none."""
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -49,11 +50,11 @@ def find_log(workspace: Workspace, path: str | Path | None = None) -> Path:
     for name in LOG_NAMES:
         if (folder / name).is_file():
             return folder / name
-    found = sorted(p for p in folder.glob("*") if p.suffix in LOG_SUFFIXES and p.is_file()) if folder.is_dir() else []
-    if len(found) == 1:
-        return found[0]
-    if len(found) > 1:
-        raise InputError(f"several decision logs in {folder}: {[p.name for p in found]}; choose one with --log")
+    runs = workspace.journeys
+    found = [p for p in runs.glob("*") if p.suffix in LOG_SUFFIXES and p.is_file()
+             and not p.stem.endswith("-budget")] if runs.is_dir() else []
+    if found:
+        return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
     raise WorkspaceError(f"no decision log in {folder}: run `decisioning journey --days D` first "
                          "(or give --log FILE)")
 

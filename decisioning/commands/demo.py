@@ -26,6 +26,7 @@ class Step:
     title: str
     argv: list[str]
     ok_codes: tuple[int, ...] = (0,)
+    in_workspace: bool = True  # pass --workspace (ope reads any log file and has no workspace)
     result: dict | None = None
     seconds: float = 0.0
     status: str = "pending"
@@ -39,13 +40,30 @@ def _available(command: str) -> bool:
     return command in available()
 
 
-def _run(step: Step, workspace: Path) -> None:
+def _resolve(argv: list[str], done: dict[str, dict]) -> list[str]:
+    """Fill ``{command.key}`` placeholders from the JSON of earlier steps."""
+    out = []
+    for a in argv:
+        if a.startswith("{") and a.endswith("}"):
+            command, key = a[1:-1].split(".", 1)
+            value = (done.get(command) or {}).get(key)
+            if value is None:
+                raise DecisioningError(f"demo: step '{command}' did not report '{key}'")
+            a = str(value)
+        out.append(a)
+    return out
+
+
+def _run(step: Step, workspace: Path, done: dict[str, dict]) -> None:
     if not _available(step.argv[0]):
         step.status = "skipped"
         step.message = f"`decisioning {step.argv[0]}` does not exist in this version"
         progress(f"-- {step.title}: skipped ({step.message})")
         return
-    cmd = [sys.executable, "-m", "decisioning.cli", *step.argv, "--workspace", str(workspace)]
+    step.argv = _resolve(step.argv, done)
+    cmd = [sys.executable, "-m", "decisioning.cli", *step.argv]
+    if step.in_workspace:
+        cmd += ["--workspace", str(workspace)]
     progress(f"== {step.title}: decisioning {' '.join(step.argv)}")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
@@ -60,6 +78,8 @@ def _run(step: Step, workspace: Path) -> None:
         step.status = "failed"
         raise DecisioningError(f"demo step '{step.title}' failed with exit code {proc.returncode}")
     step.status = "done"
+    if step.result is not None:
+        done[step.argv[0]] = step.result
     progress(f"   done in {step.seconds:.1f} s")
 
 
@@ -72,6 +92,8 @@ def _steps(customers: int, days: int, journey_days: int, seed: int, trials: int)
         Step("materialise features to the online store", ["features", "materialize", "--json"]),
         Step("train and register the four models", ["train", "all", "--trials", str(trials), "--json"]),
         Step("run a simulated journey", ["journey", "--days", str(journey_days), "--seed", str(seed), "--json"]),
+        Step("evaluate a challenger policy off-policy",
+             ["ope", "--log", "{journey.log}", "--target", "epsilon_greedy", "--json"], in_workspace=False),
         Step("measure the effect", ["report", "--json"]),
         Step("check drift and policy health", ["drift", "--json"], ok_codes=(0, 1)),
     ]
@@ -94,6 +116,18 @@ def _summary_lines(steps: list[Step]) -> list[str]:
             lines.append("journey value per customer-day: " + ", ".join(parts))
         if "guardrail_violations" in j:
             lines.append(f"guardrail violations: {j['guardrail_violations']}")
+    if "ope" in by:
+        o = by["ope"]
+        parts = [f"{k} {o[k]['value']:.3f} [{o[k]['ci_low']:.3f}, {o[k]['ci_high']:.3f}]"
+                 for k in ("ips", "snips", "dr") if isinstance(o.get(k), dict) and o[k].get("value") is not None]
+        if parts:
+            lines.append("challenger (epsilon_greedy) off-policy value: " + ", ".join(parts))
+    if "train" in by:
+        for name, m in by["train"].items():
+            if isinstance(m, dict) and "auc" in m and "oracle_auc" in m:
+                lines.append(f"{name}: AUC {m['auc']:.3f} (oracle {m['oracle_auc']:.3f})")
+            elif isinstance(m, dict) and "gap_closed" in m:
+                lines.append(f"{name}: closes {m['gap_closed']:.0%} of the gap from baseline to oracle")
     return lines
 
 
@@ -131,9 +165,10 @@ def command(customers, days, journey_days, seed, trials, workspace, as_json):
     workspace.ensure()
     steps = _steps(customers, days, journey_days, seed, trials)
     t0 = time.perf_counter()
+    done: dict[str, dict] = {}
     try:
         for step in steps:
-            _run(step, workspace.root)
+            _run(step, workspace.root, done)
     finally:
         report = workspace.reports / "demo.html"
         _write_html(steps, report)
