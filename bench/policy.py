@@ -25,7 +25,7 @@ import argparse
 import json
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +106,7 @@ def run(batch: int = 10_000, repeats: int = 5, policy_name: str = "thompson", se
             recent = pd.DataFrame({
                 "customer_id": aud.customer_id[rng.integers(0, n, k)],
                 "channel": rng.choice(["sms", "email", "wechat", "app_push"], k),
-                "send_at": [now - timedelta(hours=float(h)) for h in rng.uniform(0, 160, k)],
+                "send_at": pd.Timestamp(now) - pd.to_timedelta(rng.uniform(0, 160, k), unit="h"),
             })
             elig = guard.apply(aud, now, recent)
             guard.settle(elig, np.zeros(n, dtype=np.int64))

@@ -177,16 +177,28 @@ class FunnelRewardModel:
         body -= per_channel.reshape(*lead, nc, 1, 1)
         return out
 
-    def sample_best_arms(self, Z: np.ndarray, eligible: np.ndarray, n_draws: int, rng: np.random.Generator,
-                         scale: float = 1.0) -> np.ndarray | None:
-        """(n_draws, n) the best eligible arm under each posterior draw, or None when the
+    def draw(self, n_draws: int, rng: np.random.Generator, scale: float = 1.0) -> tuple[np.ndarray, ...]:
+        """Posterior draws of the four funnel GLMs: their per-cell context weights, each
+        (n_draws, cells, d1), in the order open, click, convert, unsubscribe."""
+        return tuple(m.draw_cell_weights(n_draws, rng, scale)
+                     for m in (self.open, self.click, self.convert, self.unsubscribe))
+
+    def means_from(self, Z: np.ndarray, scores: np.ndarray | None, draws: tuple[np.ndarray, ...]) -> np.ndarray:
+        """(M, n, K) uplifts under the funnel draws of :meth:`draw`."""
+        X1 = self.with_intercept(Z)
+        etas = [FactorGLM.predictors(X1, W) for W in draws]
+        return self._combine(*etas, self._net_value(X1)[None], dtype=np.float32)
+
+    def best_arms_from(self, Z: np.ndarray, eligible: np.ndarray,
+                       draws: tuple[np.ndarray, ...]) -> np.ndarray | None:
+        """(M, n) the best eligible arm under each draw of :meth:`draw`, or None when the
         eligibility mask does not factorise.
 
         Guardrails act per customer on channels, offers and (channel, slot) pairs, so eligibility
         is usually (channel, slot) x offer. Then, since P(open) >= 0 and the per-offer term
         P(click) P(convert) value >= 0, the best arm of a draw is the best eligible offer combined
         with the best eligible (channel, slot): exact, and O + C*S work per customer instead of
-        C*O*S. (Same draws, same result as argmax over ``sample_means``.)"""
+        C*O*S. (Same draws, same result as the argmax over :meth:`means_from`.)"""
         nc, no, ns = len(self.arms.channels), len(self.arms.offers), len(self.arms.slots)
         n = eligible.shape[0]
         body = eligible[:, 1:].reshape(n, nc, no, ns)
@@ -195,18 +207,15 @@ class FunnelRewardModel:
         if not np.array_equal(body, cs_ok[:, :, None, :] & o_ok[:, None, :, None]):
             return None
         X1 = self.with_intercept(Z)
-        value = self._net_value(X1)[None]
-        eta_open = self.open.sample_linear_predictors(X1, n_draws, rng, scale)
-        eta_click = self.click.sample_linear_predictors(X1, n_draws, rng, scale)
-        eta_conv = self.convert.sample_linear_predictors(X1, n_draws, rng, scale)
-        eta_unsub = self.unsubscribe.sample_linear_predictors(X1, n_draws, rng, scale)
-        per_offer = expit(eta_click) * expit(eta_conv) * value  # (M, n, O)
+        eta_open, eta_click, eta_conv, eta_unsub = (FactorGLM.predictors(X1, W) for W in draws)
+        M = eta_open.shape[0]
+        per_offer = expit(eta_click) * expit(eta_conv) * self._net_value(X1)[None]  # (M, n, O)
         per_offer = np.where(o_ok[None], per_offer, -np.inf)
         best_o = per_offer.argmax(axis=2)  # (M, n)
         q = np.take_along_axis(per_offer, best_o[..., None], axis=2)  # (M, n, 1)
         per_channel = self.channel_cost + self.reward_config.unsubscribe_penalty * expit(eta_unsub)  # (M, n, C)
-        r = expit(eta_open).reshape(n_draws, n, nc, ns) * q[..., None] - per_channel[..., None]
-        r = np.where(cs_ok[None], r, -np.inf).reshape(n_draws, n, nc * ns)
+        r = expit(eta_open).reshape(M, n, nc, ns) * q[..., None] - per_channel[..., None]
+        r = np.where(cs_ok[None], r, -np.inf).reshape(M, n, nc * ns)
         best_cs = r.argmax(axis=2)
         best_r = np.take_along_axis(r, best_cs[..., None], axis=2)[..., 0]
         c, s = np.divmod(best_cs, ns)
@@ -214,6 +223,11 @@ class FunnelRewardModel:
         send_ok = np.isfinite(best_r) & np.isfinite(q[..., 0])
         # no-send (uplift 0) wins ties and whenever nothing to send beats it
         return np.where(send_ok & (best_r > 0.0) | ~eligible[None, :, 0], arm, 0)
+
+    def sample_best_arms(self, Z: np.ndarray, eligible: np.ndarray, n_draws: int, rng: np.random.Generator,
+                         scale: float = 1.0) -> np.ndarray | None:
+        """:meth:`best_arms_from` on fresh posterior draws."""
+        return self.best_arms_from(Z, eligible, self.draw(n_draws, rng, scale))
 
     def mean(self, Z: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
         """(n, K) expected uplift over no-send under the posterior means."""
@@ -225,13 +239,7 @@ class FunnelRewardModel:
     def sample_means(self, Z: np.ndarray, scores: np.ndarray | None, n_draws: int,
                      rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
         """(n_draws, n, K) uplifts under funnel parameters drawn from their posteriors."""
-        X1 = self.with_intercept(Z)
-        value = self._net_value(X1)[None]
-        return self._combine(self.open.sample_linear_predictors(X1, n_draws, rng, scale),
-                             self.click.sample_linear_predictors(X1, n_draws, rng, scale),
-                             self.convert.sample_linear_predictors(X1, n_draws, rng, scale),
-                             self.unsubscribe.sample_linear_predictors(X1, n_draws, rng, scale), value,
-                             dtype=np.float32)
+        return self.means_from(Z, scores, self.draw(n_draws, rng, scale))
 
     def std(self, Z: np.ndarray, scores: np.ndarray | None = None, n_draws: int = 32) -> np.ndarray:
         """(n, K) posterior standard deviation of the uplift (Monte Carlo, fixed seed)."""

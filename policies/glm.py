@@ -143,9 +143,8 @@ class FactorGLM:
         """(n, n_cells) posterior-mean linear predictor of every cell."""
         return X1 @ self.cell_weights(self.mean).T
 
-    def sample_linear_predictors(self, X1: np.ndarray, n_draws: int, rng: np.random.Generator,
-                                 scale: float = 1.0) -> np.ndarray:
-        """(n_draws, n, n_cells) linear predictors under parameters drawn from the posterior
+    def draw_cell_weights(self, n_draws: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+        """(n_draws, n_cells, d1) per-cell context weights of parameters drawn from the posterior
         (covariance precision^-1 times ``scale``**2)."""
         if self._chol is None:
             with _one_blas_thread():
@@ -153,7 +152,17 @@ class FactorGLM:
         z = rng.standard_normal((self.p, n_draws))
         dev = linalg.solve_triangular(self._chol, z, lower=True, trans="T")  # precision^-1/2 z
         thetas = self.mean[None, :] + scale * dev.T  # (M, p)
-        W = self.cell_weights(thetas)  # (M, n_cells, d1)
-        # one GEMM: (n, d1) @ (d1, M * n_cells), then (M, n, n_cells)
-        out = X1 @ W.reshape(n_draws * self.n_cells, self.d1).T
-        return out.reshape(X1.shape[0], n_draws, self.n_cells).transpose(1, 0, 2)
+        return self.cell_weights(thetas)
+
+    @staticmethod
+    def predictors(X1: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """(M, n, n_cells) linear predictors of context X1 (n, d1) under cell weights W (M, n_cells,
+        d1): one GEMM (n, d1) @ (d1, M * n_cells)."""
+        M, cells, d1 = W.shape
+        out = X1 @ W.reshape(M * cells, d1).T
+        return out.reshape(X1.shape[0], M, cells).transpose(1, 0, 2)
+
+    def sample_linear_predictors(self, X1: np.ndarray, n_draws: int, rng: np.random.Generator,
+                                 scale: float = 1.0) -> np.ndarray:
+        """(n_draws, n, n_cells) linear predictors under parameters drawn from the posterior."""
+        return self.predictors(X1, self.draw_cell_weights(n_draws, rng, scale))

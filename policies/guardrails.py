@@ -10,6 +10,7 @@ chosen arm is the true probability of what happened. The guardrails, in the orde
                    hour (``quiet_hours_action: move``) or the arm is removed (``remove``)
   offer_eligibility category-specific offers only for customers interested in that category
   frequency_cap:*  at most N sends per channel / overall in any sliding window, the new send included
+                   (sends already scheduled after the candidate count as well)
   coupon_inventory limited offers: units are reserved in a shared ledger before sampling
   sms_budget       SMS spend per day: reserved in the same ledger before sampling
 
@@ -122,6 +123,8 @@ def holdout_mask(customer_ids: Sequence[str], share: float, salt: str) -> np.nda
 
 def _priority(customer_ids: np.ndarray, day: str) -> np.ndarray:
     """A deterministic per-day order of customers, so that scarce budget rotates fairly."""
+    if len(customer_ids) <= 1:
+        return np.arange(len(customer_ids))
     keys = pd.Series(customer_ids, dtype=object).astype(str) + "|" + day
     return np.argsort(pd.util.hash_pandas_object(keys, index=False).to_numpy(), kind="stable")
 
@@ -184,11 +187,17 @@ class SendHistory:
         missing = {"customer_id", "channel", "send_at"} - set(frame.columns)
         if missing:
             raise InputError(f"recent sends lack columns {sorted(missing)}")
-        ch = pd.Series(frame["channel"].astype(str).to_numpy()).map({c.value: i for i, c in enumerate(CHANNELS)})
-        keep = ch.notna().to_numpy()
-        code, uniques = pd.factorize(frame["customer_id"].astype(str).to_numpy()[keep])
-        return cls(pd.Index(uniques, dtype=object), code.astype(np.int64), ch.to_numpy()[keep].astype(np.int64),
-                   _to_ns(frame["send_at"].to_numpy()[keep]))
+        lookup = {c.value: i for i, c in enumerate(CHANNELS)}
+        ch = np.fromiter((lookup.get(str(c), -1) for c in frame["channel"].to_numpy(dtype=object)),
+                         dtype=np.int64, count=len(frame))
+        keep = ch >= 0
+        code, uniques = pd.factorize(frame["customer_id"].astype(str).to_numpy(dtype=object)[keep])
+        at = frame["send_at"]
+        if isinstance(at.dtype, pd.DatetimeTZDtype):
+            ns = at.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)[keep]
+        else:
+            ns = _to_ns(at.to_numpy()[keep])
+        return cls(pd.Index(uniques, dtype=object), code.astype(np.int64), ch[keep], ns)
 
     def __len__(self) -> int:
         return len(self.code)
@@ -476,9 +485,11 @@ class Guardrails:
             counts = np.zeros(times.shape, dtype=np.int64)
             if sel.any():
                 c_i, t_i = ci[sel], rt[sel]
-                # a previous send counts for a candidate send at s when s - window < t <= s
-                lo = tnum[c_i] - window  # (R, C, S)
-                inside = (t_i[:, None, None] > lo) & (t_i[:, None, None] <= tnum[c_i])
+                # a send at t shares a sliding window with a candidate at s when |t - s| < window
+                # (sends already scheduled later than s count too: the window ending at them would
+                # contain the candidate)
+                s_c = tnum[c_i]  # (R, C, S)
+                inside = (t_i[:, None, None] > s_c - window) & (t_i[:, None, None] < s_c + window)
                 np.add.at(counts, c_i, inside.astype(np.int64))
             full = counts >= cap.max_sends  # (n, C, S)
             blocked = np.zeros((n, a.n_arms), dtype=bool)

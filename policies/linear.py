@@ -171,22 +171,29 @@ class LinearRewardModel:
             out += scores @ mu[-self.n_scores:]
         return out
 
-    def sample_means(self, Z: np.ndarray, scores: np.ndarray | None, n_draws: int,
-                     rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-        """(n_draws, n, K) mean rewards under parameters drawn from the posterior (covariance
-        noise * A^-1, times ``scale``**2)."""
+    def draw(self, n_draws: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+        """(n_draws, p) parameters drawn from the posterior (covariance noise * A^-1, times
+        ``scale``**2)."""
         mu, R, noise = self._solve()
         z = rng.standard_normal((self.p, n_draws))
         # cov = noise * P^-1 = noise * R^-T R^-1  ->  theta = mu + sqrt(noise) * R^-T z
         dev = linalg.solve_triangular(R, z, lower=True, trans="T")
-        thetas = mu[None, :] + (scale * np.sqrt(noise)) * dev.T  # (M, p)
+        return mu[None, :] + (scale * np.sqrt(noise)) * dev.T
+
+    def means_from(self, Z: np.ndarray, scores: np.ndarray | None, thetas: np.ndarray) -> np.ndarray:
+        """(M, n, K) mean rewards under parameter draws ``thetas`` (M, p) from :meth:`draw`."""
         W = self._arm_weights(thetas)  # (M, K, d1)
         X1 = self.with_intercept(Z)
-        K = W.shape[1]
-        out = (X1 @ W.reshape(n_draws * K, self.d1).T).reshape(X1.shape[0], n_draws, K).transpose(1, 0, 2)
+        M, K = W.shape[0], W.shape[1]
+        out = (X1 @ W.reshape(M * K, self.d1).T).reshape(X1.shape[0], M, K).transpose(1, 0, 2)
         if self.n_scores:
-            out += np.einsum("nkj,mj->mnk", scores, thetas[:, -self.n_scores:])
+            out = out + np.einsum("nkj,mj->mnk", scores, thetas[:, -self.n_scores:])
         return out
+
+    def sample_means(self, Z: np.ndarray, scores: np.ndarray | None, n_draws: int,
+                     rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+        """(n_draws, n, K) mean rewards under parameters drawn from the posterior."""
+        return self.means_from(Z, scores, self.draw(n_draws, rng, scale))
 
     def std(self, Z: np.ndarray, scores: np.ndarray | None = None, chunk: int | None = None) -> np.ndarray:
         """(n, K) posterior standard deviation of the mean reward, sqrt(noise * phi^T P^-1 phi)."""
