@@ -4,6 +4,7 @@ outcomes count once after a restart-free re-read of the log)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -32,6 +33,21 @@ def _start(ws, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-c", "from decisioning.cli import main; main()", "serve", "--port", str(port),
            "--workspace", str(ws.root)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """kill -9 the server and every process it started (BentoML's workers leave its process group)."""
+    import psutil
+
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 240.0) -> None:
@@ -88,13 +104,12 @@ def test_real_server_decide_metrics_and_kill_9(ws_copy, customer_ids):
         deadline = time.monotonic() + 60
         while len(received) < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_tree(proc)
         stop.set()
         t.join(timeout=30)
         assert len(received) >= 20
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_tree(proc)
         proc.wait(timeout=30)
     with sqlite3.connect(ws_copy.decisions / "decisions.sqlite") as conn:
         logged = {r[0] for r in conn.execute("SELECT decision_id FROM decisions")}
