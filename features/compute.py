@@ -82,7 +82,7 @@ class FeatureConfig(BaseModel):
     share_prior: float = Field(1.0, ge=0.0, description="pseudo-count per bucket behind every share")
     never_days: float = Field(999.0, gt=0.0, description="'days since' value for something that never happened")
     default_timezone: str = Field("Asia/Shanghai", description="time zone of a customer without a valid one")
-    chunk_customers: int = Field(200_000, ge=1, description="customers computed at once (bounds memory)")
+    chunk_customers: int = Field(100_000, ge=1, description="customers computed at once (bounds memory)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,8 +503,8 @@ class _Timeline:
         return self.weights[self.index(code, seconds)] - self.weights[self.index(code, seconds - days * DAY)]
 
     def bucket_counts(self, code, seconds) -> np.ndarray:
-        """Running integer bucket counts before ``seconds``: (n, k) int64."""
-        return (self.counts[self.index(code, seconds)] - self.counts[self.start[code]]).astype(np.int64)
+        """Running integer bucket counts before ``seconds``: (n, k) int32."""
+        return self.counts[self.index(code, seconds)] - self.counts[self.start[code]]
 
     def last(self, code, seconds) -> np.ndarray:
         """Epoch seconds of the customer's last row before ``seconds`` (NaN if none): (n,) float64."""
@@ -531,12 +531,13 @@ def _circular_mean_hour(hour_counts: np.ndarray, default: float) -> tuple[np.nda
     """Circular mean local hour in [0, 24) and resultant length in [0, 1] from (n, 24) integer
     hour counts (a function of the counts only, so every code path gets the same floats). No
     events, or a resultant of ~0 (no preferred hour): ``default`` and 0."""
-    n = hour_counts.sum(axis=1)
-    c = np.zeros(len(hour_counts))
-    s = np.zeros(len(hour_counts))
+    by_hour = np.ascontiguousarray(hour_counts.T)  # (24, n): each hour's counts contiguous
+    n = by_hour.sum(axis=0)
+    c = np.zeros(by_hour.shape[1])
+    s = np.zeros(by_hour.shape[1])
     for h in range(24):  # a fixed order of float operations (a BLAS product may vary with alignment)
-        c += hour_counts[:, h] * np.cos(_HOUR_ANGLE[h])
-        s += hour_counts[:, h] * np.sin(_HOUR_ANGLE[h])
+        c += by_hour[h] * np.cos(_HOUR_ANGLE[h])
+        s += by_hour[h] * np.sin(_HOUR_ANGLE[h])
     length = np.hypot(c, s) / np.maximum(n, 1)
     mean = np.mod(np.round(np.mod(np.arctan2(s, c) * 24.0 / (2 * np.pi), 24.0), 6), 24.0)
     none = (n == 0) | (length < 1e-9)
@@ -845,8 +846,10 @@ def _frame(ids: np.ndarray, seconds: np.ndarray, values: dict[str, np.ndarray], 
     return pd.DataFrame(cols)
 
 
-def _table_chunks(data: ProfileData, config: FeatureConfig) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(group name, rows of one block of customers), block after block."""
+def _table_chunks(data: ProfileData, config: FeatureConfig, build=None) -> Iterator[tuple[str, object]]:
+    """(group name, rows of one block of customers), block after block; ``build(ids, seconds,
+    values, group)`` makes the table (default: a pandas frame)."""
+    build = build or _frame
     groups = {g.name: g for g in stored_groups(config)}
     horizon = _horizon(data, config)
     for _, chunk_data in _chunks(data, config.chunk_customers):
@@ -854,12 +857,12 @@ def _table_chunks(data: ProfileData, config: FeatureConfig) -> Iterator[tuple[st
         code = np.arange(ch.n)
         created = ch.profile_at
         prof_vals = ch.profile_values(code, chunk_data.profiles)
-        yield "customer_profile", _frame(ch.ids, created, prof_vals, groups["customer_profile"])
+        yield "customer_profile", build(ch.ids, created, prof_vals, groups["customer_profile"])
         for name in groups:
             if name == "customer_profile":
                 continue
             pc, pt = ch.change_points(name, horizon)
-            yield name, _frame(ch.ids[pc], pt, ch.values(name, pc, pt), groups[name])
+            yield name, build(ch.ids[pc], pt, ch.values(name, pc, pt), groups[name])
 
 
 def _range(horizon: int, starts: list[pd.Timestamp]) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -920,12 +923,24 @@ def write_feature_tables(data: ProfileData, folder: str | Path, config: FeatureC
     writers = {name: pq.ParquetWriter(paths[name].with_suffix(".parquet.tmp"), schemas[name]) for name in groups}
     rows = dict.fromkeys(groups, 0)
     starts: list[pd.Timestamp] = []
+
+    def build(ids, seconds, values, group):  # straight to Arrow: no pandas frame in between
+        types = {"int": np.int64, "float": np.float64}
+        arrays = [pa.array(ids, type=pa.string()),
+                  pa.array(np.asarray(seconds, dtype=np.int64) * 1_000_000_000, type=pa.int64())
+                  .cast(pa.timestamp("ns", tz="UTC"))]
+        for f in group.features:
+            v = values[f.name]
+            arrays.append(pa.array(v, type=pa.string()) if f.dtype == "str"
+                          else pa.array(np.asarray(v, dtype=types[f.dtype])))
+        return pa.Table.from_arrays(arrays, schema=schemas[group.name]), seconds
+
     try:
-        for name, frame in _table_chunks(data, config):
-            if len(frame):
-                writers[name].write_table(pa.Table.from_pandas(frame, schema=schemas[name], preserve_index=False))
-                starts.append(frame[TIMESTAMP].min())
-            rows[name] += len(frame)
+        for name, (table, seconds) in _table_chunks(data, config, build):
+            if table.num_rows:
+                writers[name].write_table(table)
+                starts.append(pd.Timestamp(int(np.min(seconds)), unit="s", tz="UTC"))
+            rows[name] += table.num_rows
     finally:
         for w in writers.values():
             w.close()

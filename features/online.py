@@ -337,6 +337,7 @@ def write_redis(client, frames: dict[str, pd.DataFrame], kinds: dict[str, dict[s
                     if views else np.array([], dtype=object))
     positions = {v: f[ENTITY].to_numpy(dtype=object) for v, f in sorted_frames.items()}
     written = 0
+    stamps: dict[int, tuple[int, bytes]] = {}
     for start in range(0, len(ids), chunk):
         part_ids = ids[start:start + chunk]
         lo, hi = part_ids[0], part_ids[-1]
@@ -346,12 +347,14 @@ def write_redis(client, frames: dict[str, pd.DataFrame], kinds: dict[str, dict[s
             a, b = np.searchsorted(col, lo, "left"), np.searchsorted(col, hi, "right")
             part = sorted_frames[v].iloc[a:b]
             cols = [encode_column(part[n].to_numpy(), kinds[v][n], texts=False)[0] for n in kinds[v]]
-            for i, (cid, t) in enumerate(zip(part[ENTITY].tolist(), part["event_timestamp"], strict=True)):
-                ts = Timestamp()
-                ts.FromDatetime(t.to_pydatetime())
-                values = [c[i] for c in cols]
-                per_entity.setdefault(cid, []).append((vi, ts.seconds * 1_000_000_000 + ts.nanos,
-                                                       ts.SerializeToString(), values))
+            ns = pd.to_datetime(part["event_timestamp"], utc=True).array.asi8.tolist()
+            for i, (cid, t) in enumerate(zip(part[ENTITY].tolist(), ns, strict=True)):
+                stamp = stamps.get(t)
+                if stamp is None:  # few distinct snapshot times: serialise each once
+                    ts = Timestamp()
+                    ts.FromNanoseconds(t)
+                    stamp = stamps[t] = (ts.seconds * 1_000_000_000 + ts.nanos, ts.SerializeToString())
+                per_entity.setdefault(cid, []).append((vi, stamp[0], stamp[1], [c[i] for c in cols]))
         keys = [entity_key_bytes(c) + project for c in per_entity]
         pipe = client.pipeline(transaction=False)
         for k in keys:
