@@ -85,9 +85,9 @@ def _time(fn, repeats: int) -> float:
 
 
 def run(batch: int = 10_000, repeats: int = 5, policy_name: str = "thompson", seed: int = 0) -> dict:
-    from journey.context import CONTEXT_COLUMNS
     from policies.budget import BudgetLedger
     from policies.config import GuardrailConfig
+    from policies.context import CONTEXT_COLUMNS
     from policies.guardrails import Guardrails
 
     d = len(CONTEXT_COLUMNS)

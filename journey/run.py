@@ -35,7 +35,6 @@ from core.workspace import Workspace
 from features.compute import ProfileData, features_as_of
 from journey.audit import audit_sends
 from journey.baselines import MarketerRule, Oracle, best_selling_offer
-from journey.context import CONTACT_FEATURES, CONTEXT_COLUMNS, ContactFeatures, context_matrix
 from journey.population import Population, load_population
 from journey.warmstart import history_training_set
 from policies.arms import NO_SEND_INDEX, ArmSpace
@@ -43,6 +42,7 @@ from policies.bandits import UniformRandom, make_policy
 from policies.base import Policy
 from policies.budget import BudgetLedger
 from policies.config import PolicyLayerConfig
+from policies.context import CONTACT_FEATURES, CONTEXT_COLUMNS, ContactFeatures, context_matrix
 from policies.funnel import Feedback
 from policies.guardrails import Guardrails, SendHistory, holdout_mask
 from policies.log import DecisionLog

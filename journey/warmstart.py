@@ -20,8 +20,8 @@ import pandas as pd
 
 from core.types import CHANNELS
 from features.compute import ProfileData, features_as_of
-from journey.context import context_matrix
 from policies.arms import ArmSpace
+from policies.context import context_matrix
 from policies.funnel import Feedback
 from policies.reward import RewardConfig, reward
 

@@ -1,7 +1,7 @@
 """The decide path as a plain class (no BentoML here), vectorised so one call serves one customer
 or a whole campaign audience:
 
-    requests -> ONE online-feature read -> policy context (journey.context.context_matrix, contact
+    requests -> ONE online-feature read -> policy context (policies.context.context_matrix, contact
     features refreshed from the decision log) -> guardrails (consent, reachability, caps from the
     log's recent sends, quiet hours, budgets, holdout) -> policy distribution (A/B arm by stable
     hash) -> seeded sample -> champion model scores of the chosen action -> DecisionRecords
@@ -41,9 +41,9 @@ import pandas as pd
 from core.errors import DecisioningError, InputError
 from core.types import CATEGORIES, CHANNELS, IDENTITY_KEYS, NO_SEND, Channel
 from core.workspace import Workspace
-from journey.context import CONTACT_FEATURES, CONTEXT_COLUMNS, ContactFeatures, context_matrix
 from policies.arms import NO_SEND_INDEX, ArmSpace
 from policies.base import Policy
+from policies.context import CONTACT_FEATURES, CONTEXT_COLUMNS, ContactFeatures, context_matrix
 from policies.guardrails import Audience, Guardrails
 from policies.log import DecisionLog
 from policies.records import DecisionRecord, OutcomeRecord

@@ -46,7 +46,7 @@ def load_policy(path: Path, arms: ArmSpace) -> Policy | None:
         return None
     if not isinstance(policy, Policy) or not policy.is_initialised or not policy.arms.same_as(arms):
         return None
-    from journey.context import CONTEXT_COLUMNS
+    from policies.context import CONTEXT_COLUMNS
 
     if getattr(policy, "n_features_", None) != len(CONTEXT_COLUMNS):  # built on another context
         return None
