@@ -8,7 +8,8 @@
   ``signup_at``), ``city`` and ``timezone`` (newest record that has one; time zone default
   ``Asia/Shanghai``), ``consent_sms|email|wechat|push`` (newest record; no CRM record -> False),
   ``reachable_sms|email|wechat|push`` (the customer has a linked valid key of the channel's type,
-  core.types.CHANNEL_KEY: phone, email, wechat_unionid, device_id), ``first_seen_at`` /
+  core.types.CHANNEL_KEY: phone, email, wechat_unionid, device_id; push also needs an event on
+  the app platform, since a device id may be a web cookie), ``first_seen_at`` /
   ``last_seen_at`` (earliest / latest timestamp on any of the customer's records), ``n_orders``,
   ``n_events``, ``n_sends``. No raw contact identifier appears here.
 * ``identity_map.parquet``: ``key_type``, ``key_value`` (normalised), ``customer_id``, ``linked``
@@ -244,6 +245,8 @@ def _profiles(
         has = np.zeros(n, dtype=bool)
         m = np.asarray(pc.equal(key_type, CHANNEL_KEY[c]).to_numpy(zero_copy_only=False), dtype=bool)
         has[cust_of_key[m]] = True
+        if c is Channel.APP_PUSH:
+            has &= _app_users(sources, res, n)
         cols[f"reachable_{CHANNEL_SUFFIX[c]}"] = has
 
     # activity span and counts
@@ -467,3 +470,19 @@ def score_against_truth(
     true = np.concatenate(true_parts)
     p, r = pairwise_precision_recall(pred, true)
     return p, r, len(pred)
+
+
+def _app_users(sources: dict, res, n: int) -> np.ndarray:
+    """Customers with at least one event on the app platform: a device id alone may be a web cookie,
+    and push needs the app installed. Sources without a platform column cannot tell, so every
+    customer passes (any linked device counts)."""
+    ev = sources.get("events")
+    if ev is None or not ev.rows_accepted or "platform" not in ev.table.column_names:
+        return np.ones(n, dtype=bool)
+    platform = ev.table["platform"]
+    if platform.null_count == len(platform):
+        return np.ones(n, dtype=bool)
+    is_app = np.asarray(pc.fill_null(pc.equal(platform, "app"), False).to_numpy(zero_copy_only=False), dtype=bool)
+    out = np.zeros(n, dtype=bool)
+    out[np.asarray(res.record_customer["events"])[is_app]] = True
+    return out

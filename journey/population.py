@@ -100,10 +100,6 @@ def load_population(workspace: Workspace, profiles: pd.DataFrame, orders: pd.Dat
         s = CHANNEL_SUFFIX[c]
         frame[f"consent_{s}"] = p[f"consent_{s}"].fillna(False).to_numpy(dtype=bool)
         frame[f"reachable_{s}"] = p[f"reachable_{s}"].fillna(False).to_numpy(dtype=bool)
-    # push needs an installed app: a device id alone may be a web cookie (profiles count any device)
-    app_users = set(events.loc[events["platform"].astype(str) == "app", "customer_id"]) \
-        if "platform" in events.columns else set()
-    frame["reachable_push"] &= frame["customer_id"].isin(app_users).to_numpy()
     interest = category_interest(frame["customer_id"], orders, events)
     frame = pd.concat([frame, interest], axis=1)
     return Population(frame)

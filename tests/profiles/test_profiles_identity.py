@@ -256,3 +256,17 @@ def test_resolution_is_consistent_and_ignores_row_order(rows, rnd):
     rnd.shuffle(perm)
     _, shuffled = run([rows[i] for i in perm])
     assert [shuffled[perm.index(i)] for i in range(len(rows))] == owners
+
+
+def test_push_needs_the_app_not_just_a_device(raw, workspace):
+    write_source(raw, "customers", [crm("APP", email="a@x.com"), crm("WEB", email="w@x.com")])
+    write_source(raw, "events", [
+        event("E1", device_id="PHONE", crm_id="APP", event_type="login"),
+        event("E2", device_id="COOKIE", crm_id="WEB", event_type="login", platform="web"),
+        event("E3", device_id="COOKIE", event_type="view_item", platform="web"),
+    ])
+    build_profiles(raw, workspace.profiles)
+    owner = _customer_of(workspace.profiles, "customers")
+    prof = pd.read_parquet(workspace.profiles / "profiles.parquet").set_index("customer_id")
+    assert prof.loc[owner["APP"], "reachable_push"]
+    assert not prof.loc[owner["WEB"], "reachable_push"]  # a web cookie is a device id, not an installed app
