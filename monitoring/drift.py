@@ -13,9 +13,21 @@ column drifted), ``outcome_drift`` (a corrected outcome-rate test, see monitorin
 ``action_share`` (TVD of channel/offer/slot shares >= action_share_tvd), ``join_rate``,
 ``exploration_ess``, ``importance_weight``.
 
-Status file ``<workspace>/reports/drift_status.json`` (for the service's /metrics):
-``{"retrain_due": bool, "alarms": [kind, ...], "n_alarms": int, "checked_at": ISO UTC,
-"window": {"since", "until"}, "report": path, "mlflow_run_id": str | null}``.
+Status file ``<workspace>/reports/drift_status.json`` (read by the service for ``/metrics``; a
+stable format, keys are only ever added): one JSON object with
+
+* ``retrain_due`` (bool): any alarm was raised; ``drift_found`` (bool): the same;
+* ``alarms`` (list of str): the distinct alarm kinds above, sorted; ``n_alarms`` (int): alarms raised
+  (one kind may raise several);
+* ``drifted_features`` (int, present only when Evidently compared features): features that drifted;
+* ``checked_at`` (ISO 8601 UTC): when the check ran; ``window`` ({``since``, ``until``}, ISO 8601):
+  the current window;
+* ``report`` (str): path of drift.html; ``mlflow_run_id`` (str or null): the run holding the report.
+
+MLflow: one run named ``drift`` in the experiment ``monitoring`` (see ``monitoring.tracking``):
+params = window and log path (plus reference kind, evidently, sample_rows), metrics = alarms,
+decisions, exploration, join and reward rates, feature/score drift counts, action-share TVDs;
+artifacts = drift.html, drift.json, the PNG plots and Evidently pages.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from monitoring import health
 from monitoring.config import DriftConfig, MonitoringConfig
 from monitoring.features import SCORE_PREFIX, evidently_drift, find_reference, sample_frame
 from monitoring.logdata import (
+    HEALTH_COLUMNS,
     check_window,
     end_of_day,
     find_log,
@@ -44,7 +57,7 @@ from monitoring.logdata import (
     read_window,
     sample_json,
 )
-from monitoring.render import fmt, image, page, plt, save_figure, table
+from monitoring.render import Stages, fmt, image, page, plt, save_figure, table, warm_imports
 
 STATUS_FILE = "drift_status.json"
 
@@ -194,6 +207,7 @@ def run_drift(workspace: Workspace, *, log_path: str | Path | None = None, since
     """Run the drift report; writes ``<workspace>/reports/drift.{html,json}``, PNGs, the Evidently
     HTML, the status file, and (``mlflow``) an MLflow run. Returns the summary and the alarms."""
     t0 = time.perf_counter()
+    clock = Stages()
     config = config or MonitoringConfig()
     cfg = config.drift
     path = find_log(workspace, log_path)
@@ -205,12 +219,14 @@ def run_drift(workspace: Workspace, *, log_path: str | Path | None = None, since
     check_window(since, until)
     prev_since = since - (timedelta(days=cfg.previous_days) if cfg.previous_days else until - since)
     now = now or (until if until_given else bounds.as_of)
+    warm = warm_imports(*(("evidently", "evidently.presets") if cfg.evidently else ()), "matplotlib.pyplot")
     log = open_log(path)
     try:
         progress(f"drift: reading {path} from {prev_since.isoformat()} to {until.isoformat()}")
-        frame = read_window(log, prev_since, until, now, config.reward)
+        frame = read_window(log, prev_since, until, now, config.reward, HEALTH_COLUMNS)
     finally:
         log.close()
+    clock.lap("read")
     cur_n = int((frame["decided_at"] >= pd.Timestamp(since)).sum())
     if cur_n == 0:
         from core.errors import InputError
@@ -220,6 +236,7 @@ def run_drift(workspace: Workspace, *, log_path: str | Path | None = None, since
     if not any(dist["distribution"]):
         dist = None
     analysis = analyse(frame, since, until, cfg, dist)
+    clock.lap("policy_health")
     out = workspace.reports
     out.mkdir(parents=True, exist_ok=True)
     features = scores = None
@@ -227,6 +244,7 @@ def run_drift(workspace: Workspace, *, log_path: str | Path | None = None, since
     evidently_html = None
     if cfg.evidently:
         progress("drift: sampling contexts and scores; running Evidently")
+        warm.join()
         cur_s = sample_frame(sample_json(path, since, until, cfg.sample_rows, cfg.seed))
         prev_s = sample_frame(sample_json(path, prev_since, since, cfg.sample_rows, cfg.seed + 1))
         ref, ref_info = find_reference(workspace, reference)
@@ -247,6 +265,7 @@ def run_drift(workspace: Workspace, *, log_path: str | Path | None = None, since
             scores["reference"] = scores_ref_kind
         if features is None or not features["columns"]:
             evidently_html = None
+    clock.lap("evidently")
     alarms = _alarms(cfg, features, scores, analysis["action_shares"], analysis["outcome_drift"],
                      analysis["join_rate"]["current"], analysis["exploration"])
     summary = {
@@ -255,31 +274,50 @@ def run_drift(workspace: Workspace, *, log_path: str | Path | None = None, since
         "reference": ref_info, "feature_drift": features, "score_drift": scores, **analysis,
         "config": cfg.model_dump(mode="json"),
     }
+    warm.join()
     uris = _plots(analysis, out)
     html_path = out / "drift.html"
     html_path.write_text(_html(summary, uris, str(evidently_html) if evidently_html else None))
     json_path = out / "drift.json"
-    files = [html_path, json_path, *sorted(out.glob("drift_*.png"))]
-    files += [p for p in (out / "drift_evidently.html", out / "drift_evidently_scores.html") if p.is_file()]
-    run_id = None
+    files = [html_path, json_path, *(out / f"drift_{k}.png" for k in uris)]
+    if evidently_html is not None:
+        files.append(out / "drift_evidently.html")
+    if scores is not None and scores["columns"]:
+        files.append(out / "drift_evidently_scores.html")
     summary["report"] = {"html": str(html_path), "json": str(json_path)}
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    summary["mlflow_run_id"] = None
+    clock.lap("html")
+    summary["seconds"], summary["stage_seconds"] = round(time.perf_counter() - t0, 2), clock.laps
     json_path.write_text(json.dumps(summary, default=str, indent=1))
+    run_id = None
     if mlflow:
         progress("drift: logging to MLflow")
         from monitoring.tracking import log_report
 
-        metrics = {"alarms": len(alarms), "exploration": analysis["exploration"], "join_rate": analysis["join_rate"],
-                   "reward_rate": analysis["reward_rate"],
-                   "feature_drifted_share": (features or {}).get("drifted_share"),
+        metrics = {"alarms": len(alarms), "retrain_due": bool(alarms),
+                   "decisions": analysis["decisions"], "exploration": analysis["exploration"],
+                   "join_rate": analysis["join_rate"], "reward_rate": analysis["reward_rate"],
+                   "feature_drift": {k: (features or {}).get(k) for k in ("drifted", "compared", "drifted_share")},
+                   "score_drift": {"drifted": sum(v["drifted"] for v in (scores or {}).get("columns", {}).values())},
+                   "outcome_drift": {"tests": analysis["outcome_drift"]["n_tests"],
+                                     "alarms": len(analysis["outcome_drift"]["alarms"])},
                    "action_tvd": {k: v["tvd"] for k, v in analysis["action_shares"].items()}}
-        run_id = log_report(workspace, "drift", summary, files, metrics, tags={"retrain_due": str(bool(alarms))})
+        params = {"log": str(path), **summary["window"], "reference": ref_info["kind"],
+                  "evidently": cfg.evidently, "sample_rows": cfg.sample_rows}
+        run_id = log_report(workspace, "drift", files, metrics, params=params,
+                            tags={"retrain_due": str(bool(alarms))})
     summary["mlflow_run_id"] = run_id
+    clock.lap("mlflow")
     status = {"retrain_due": bool(alarms), "drift_found": bool(alarms), "alarms": sorted({a["kind"] for a in alarms}),
               "n_alarms": len(alarms), "checked_at": datetime.now(UTC).isoformat(),
               "window": {"since": _iso(since), "until": _iso(until)}, "report": str(html_path),
               "mlflow_run_id": run_id}
-    (out / STATUS_FILE).write_text(json.dumps(status, indent=1))
+    if features is not None:
+        status["drifted_features"] = int(features["drifted"])
+    tmp = out / f".{STATUS_FILE}.tmp"
+    tmp.write_text(json.dumps(status, indent=1))
+    tmp.replace(out / STATUS_FILE)  # atomic: the service never reads half a file
     summary["status_file"] = str(out / STATUS_FILE)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
+    json_path.write_text(json.dumps(summary, default=str, indent=1))
     return DriftResult(summary, alarms)

@@ -38,7 +38,8 @@ LIFT_METRICS: tuple[str, ...] = ("reward", "value", "converted")
 
 def channel_cost(frame: pd.DataFrame, reward: RewardConfig) -> np.ndarray:
     """(n,) cost of each decision's send (0 for a no-send)."""
-    codes = channel_codes(frame["channel"])
+    codes, uniques = pd.factorize(frame["channel"], use_na_sentinel=True)  # one lookup per distinct channel
+    codes = np.array([*channel_codes(list(uniques)), -1], dtype=np.int8)[codes]
     return np.where(codes >= 0, reward.cost_vector()[np.maximum(codes, 0)], 0.0)
 
 
@@ -90,14 +91,59 @@ def cluster_mean(sums: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
     return float(mean), float(math.sqrt(var))
 
 
-def _per_customer(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """customer_id -> sum of ``metric`` and number of customer-days."""
-    work = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy(),
-                         "day": frame["day"].to_numpy(),
-                         "m": frame[metric].to_numpy(dtype=np.float64)})
-    # one customer-day may hold several decisions: their values add up
-    per_day = work.groupby(["customer_id", "day"], sort=False)["m"].sum().reset_index()
-    return per_day.groupby("customer_id", sort=False)["m"].agg(["sum", "count"])
+def _codes(frame: pd.DataFrame) -> np.ndarray:
+    """(n,) int64 customer codes (equal ids, equal codes): ``customer_code`` when the frame has it
+    (``monitoring.logdata.read_window`` adds it), else factorised ``customer_id``."""
+    if "customer_code" in frame:
+        return frame["customer_code"].to_numpy(dtype=np.int64)
+    return pd.factorize(frame["customer_id"])[0].astype(np.int64)
+
+
+def _day_numbers(frame: pd.DataFrame) -> np.ndarray:
+    """(n,) int64 UTC day number of each decision (days since 1970-01-01)."""
+    return frame["decided_at"].array.asi8 // 86_400_000_000_000  # UTC nanoseconds, whatever the tz
+
+
+def holdout_lifts(frame: pd.DataFrame, metrics: tuple[str, ...] = LIFT_METRICS, level: float = 0.95) -> dict:
+    """:func:`holdout_lift` of several metrics, sharing the work: ``{metric: result}``.
+
+    Clusters are (customer, group) pairs; a cluster's sum is the sum of the metric over its
+    decisions and its size the number of distinct UTC days with a decision (vectorised: one
+    np.unique of (cluster, day) keys, then np.bincount per metric).
+    """
+    hold = frame["holdout"].to_numpy(bool)
+    if len(frame):
+        cluster = _codes(frame) * 2 + hold
+        day = _day_numbers(frame)
+        day = day - day.min()
+        n_days = int(day.max()) + 1
+        k = int(cluster.max()) + 1
+        days = np.bincount(np.unique(cluster * n_days + day) // n_days, minlength=k)
+    else:
+        cluster, days, k = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0
+    present = days > 0
+    in_group = {"treated": present & (np.arange(k) % 2 == 0), "holdout": present & (np.arange(k) % 2 == 1)}
+    z = stats.norm.ppf(0.5 + level / 2)
+    out = {}
+    for metric in metrics:
+        sums = np.bincount(cluster, weights=frame[metric].to_numpy(dtype=np.float64), minlength=k) if k else days
+        groups = {}
+        for name, sel in in_group.items():
+            mean, se = cluster_mean(sums[sel], days[sel])
+            groups[name] = {"mean": mean, "se": se, "ci": [mean - z * se, mean + z * se],
+                            "customers": int(sel.sum()), "customer_days": int(days[sel].sum())}
+        t, h = groups["treated"], groups["holdout"]
+        lift = t["mean"] - h["mean"]
+        se = math.sqrt(t["se"] ** 2 + h["se"] ** 2) if math.isfinite(t["se"]) and math.isfinite(h["se"]) else math.nan
+        p = float(2 * stats.norm.sf(abs(lift) / se)) if math.isfinite(se) and se > 0 else math.nan
+        out[metric] = {
+            "metric": metric, "unit": "customer-day", "level": level,
+            "method": "difference of means per customer-day; normal interval, cluster-robust (delta-method) "
+                      "standard errors with customers as clusters",
+            "treated": t, "holdout": h, "lift": lift, "se": se, "ci": [lift - z * se, lift + z * se], "p_value": p,
+            "relative_lift": lift / h["mean"] if h["mean"] not in (0.0,) and math.isfinite(h["mean"]) else math.nan,
+        }
+    return out
 
 
 def holdout_lift(frame: pd.DataFrame, metric: str = "reward", level: float = 0.95) -> dict:
@@ -107,24 +153,7 @@ def holdout_lift(frame: pd.DataFrame, metric: str = "reward", level: float = 0.9
     ``ci`` ([low, high]), ``p_value`` (two-sided, normal), ``relative_lift`` (lift / holdout mean).
     Figures are NaN (null in JSON) when a group is empty.
     """
-    z = stats.norm.ppf(0.5 + level / 2)
-    groups = {}
-    for name, mask in (("treated", ~frame["holdout"].to_numpy(bool)), ("holdout", frame["holdout"].to_numpy(bool))):
-        pc = _per_customer(frame[mask], metric)
-        mean, se = cluster_mean(pc["sum"].to_numpy(), pc["count"].to_numpy())
-        groups[name] = {"mean": mean, "se": se, "ci": [mean - z * se, mean + z * se],
-                        "customers": int(len(pc)), "customer_days": int(pc["count"].sum())}
-    t, h = groups["treated"], groups["holdout"]
-    lift = t["mean"] - h["mean"]
-    se = math.sqrt(t["se"] ** 2 + h["se"] ** 2) if math.isfinite(t["se"]) and math.isfinite(h["se"]) else math.nan
-    p = float(2 * stats.norm.sf(abs(lift) / se)) if math.isfinite(se) and se > 0 else math.nan
-    return {
-        "metric": metric, "unit": "customer-day", "level": level,
-        "method": "difference of means per customer-day; normal interval, cluster-robust (delta-method) "
-                  "standard errors with customers as clusters",
-        "treated": t, "holdout": h, "lift": lift, "se": se, "ci": [lift - z * se, lift + z * se], "p_value": p,
-        "relative_lift": lift / h["mean"] if h["mean"] not in (0.0,) and math.isfinite(h["mean"]) else math.nan,
-    }
+    return holdout_lifts(frame, (metric,), level)[metric]
 
 
 def welch(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict:
@@ -156,19 +185,24 @@ def ab_test(frame: pd.DataFrame, level: float = 0.95, control: str | None = None
     treat = frame[~frame["holdout"].to_numpy(bool) & frame["ab_arm"].notna().to_numpy()]
     if treat.empty:
         return None
-    per = pd.DataFrame({"customer_id": treat["customer_id"].to_numpy(), "arm": treat["ab_arm"].astype(str).to_numpy(),
-                        "m": treat[metric].to_numpy(dtype=np.float64)})
-    arms_per_customer = per.groupby("customer_id")["arm"].nunique()
-    mixed = arms_per_customer.index[arms_per_customer > 1]
-    per = per[~per["customer_id"].isin(mixed)]
-    values = per.groupby(["arm", "customer_id"], sort=True)["m"].sum()
-    arms = sorted(values.index.get_level_values(0).unique())
+    cust = _codes(treat)
+    arm_codes, arm_names = pd.factorize(treat["ab_arm"].astype(str).to_numpy())
+    n_arms = len(arm_names)
+    keys, inverse = np.unique(cust * n_arms + arm_codes, return_inverse=True)
+    key_value = np.bincount(inverse.ravel(), weights=treat[metric].to_numpy(dtype=np.float64), minlength=len(keys))
+    key_cust, key_arm = keys // n_arms, keys % n_arms
+    arms_per_customer = np.bincount(key_cust, minlength=int(cust.max()) + 1)
+    single = arms_per_customer[key_cust] == 1
+    mixed = int((arms_per_customer > 1).sum())
+    per_arm = {str(arm_names[j]): key_value[single & (key_arm == j)] for j in range(n_arms)}
+    per_arm = {a: v for a, v in per_arm.items() if len(v)}
+    arms = sorted(per_arm)
     if not arms:
         return None
     control = control if control in arms else arms[0]
     z_arm = {}
     for arm in arms:
-        v = values.loc[arm].to_numpy()
+        v = per_arm[arm]
         se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
         q = stats.t.ppf(0.5 + level / 2, max(len(v) - 1, 1))
         z_arm[arm] = {"customers": int(len(v)), "value_per_customer": float(v.mean()), "se": se,
@@ -177,21 +211,33 @@ def ab_test(frame: pd.DataFrame, level: float = 0.95, control: str | None = None
     for arm in arms:
         if arm == control:
             continue
-        res = welch(values.loc[arm].to_numpy(), values.loc[control].to_numpy(), level)
+        res = welch(per_arm[arm], per_arm[control], level)
         comparisons.append({"arm": arm, "control": control, **res})
     return {"metric": metric, "unit": "customer (sum over the window)", "level": level,
             "method": "Welch's t-test (unequal variances), two-sided", "control": control, "arms": z_arm,
-            "comparisons": comparisons, "mixed_customers": int(len(mixed))}
+            "comparisons": comparisons, "mixed_customers": mixed}
 
 
 def daily_lift(frame: pd.DataFrame, metric: str = "reward") -> list[dict]:
     """Per UTC day: mean ``metric`` per customer-day of the treated and of the holdout."""
+    if frame.empty:
+        return []
+    cust = _codes(frame)
+    day = _day_numbers(frame)
+    d0 = int(day.min())
+    day = day - d0
+    n_days = int(day.max()) + 1
+    hold = frame["holdout"].to_numpy(bool).astype(np.int64)
+    # sum per (day, group) over decisions / number of distinct customers per (day, group)
+    cell = day * 2 + hold
+    sums = np.bincount(cell, weights=frame[metric].to_numpy(dtype=np.float64), minlength=2 * n_days)
+    distinct = np.unique(cell * (int(cust.max()) + 1) + cust) // (int(cust.max()) + 1)
+    customers = np.bincount(distinct, minlength=2 * n_days)
     out = []
-    for day, part in frame.groupby("day", sort=True):
-        row = {"day": pd.Timestamp(day).date().isoformat()}
-        for name, mask in (("treated", ~part["holdout"].to_numpy(bool)), ("holdout", part["holdout"].to_numpy(bool))):
-            sub = part[mask]
-            cd = sub.groupby("customer_id", sort=False)[metric].sum()
-            row[name] = float(cd.mean()) if len(cd) else math.nan
+    for d in np.unique(day):
+        row = {"day": (pd.Timestamp(0) + pd.Timedelta(days=d0 + int(d))).date().isoformat()}
+        for name, g in (("treated", 0), ("holdout", 1)):
+            c = customers[2 * d + g]
+            row[name] = float(sums[2 * d + g] / c) if c else math.nan
         out.append(row)
     return out

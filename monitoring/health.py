@@ -36,11 +36,11 @@ from monitoring.config import DriftThresholds
 SHARE_DIMENSIONS: dict[str, str] = {"channel": "channel_share", "offer": "offer_share", "send_slot": "slot_share"}
 
 
-def _labels(frame: pd.DataFrame, column: str) -> pd.Series:
-    s = frame[column]
-    if column == "send_slot":
-        return pd.Series(np.where(s.isna(), "no_send", s.astype("Int64").astype(str)), index=frame.index)
-    return s.astype(object).where(s.notna(), "no_send")
+def _counts(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Decisions per value of ``column`` (no-sends, null, under ``no_send``; slots as "9", "10"...)."""
+    counts = frame[column].value_counts(dropna=False, sort=False)
+    labels = ["no_send" if pd.isna(k) else (str(int(k)) if column == "send_slot" else k) for k in counts.index]
+    return pd.Series(counts.to_numpy(), index=labels).groupby(level=0, sort=False).sum()
 
 
 def action_shares(current: pd.DataFrame, previous: pd.DataFrame) -> dict:
@@ -48,8 +48,8 @@ def action_shares(current: pd.DataFrame, previous: pd.DataFrame) -> dict:
     (shares as {label: share}; previous/tvd/p_value null when there is no previous window)."""
     out = {}
     for column, key in SHARE_DIMENSIONS.items():
-        cur = _labels(current, column).value_counts()
-        prev = _labels(previous, column).value_counts() if len(previous) else pd.Series(dtype=np.int64)
+        cur = _counts(current, column)
+        prev = _counts(previous, column) if len(previous) else pd.Series(dtype=np.int64)
         labels = sorted(set(cur.index) | set(prev.index), key=str)
         c = np.array([cur.get(k, 0) for k in labels], dtype=np.float64)
         p = np.array([prev.get(k, 0) for k in labels], dtype=np.float64)
@@ -99,19 +99,28 @@ def exploration(frame: pd.DataFrame, sample: pd.DataFrame | None = None) -> dict
 def daily(frame: pd.DataFrame) -> list[dict]:
     """Per UTC day of ``decided_at``: decisions, sends, matured, reward_rate, open_rate,
     conversion_rate, join_rate (matured sends with an outcome)."""
-    out = []
-    for day, part in frame.groupby("day", sort=True):
-        mat = part[part["matured"].to_numpy(bool)]
-        sends = mat[mat["sent"].to_numpy(bool)]
-        out.append({
-            "day": pd.Timestamp(day).date().isoformat(), "decisions": int(len(part)),
-            "sends": int(part["sent"].sum()), "matured": int(len(mat)),
-            "reward_rate": float(mat["reward"].mean()) if len(mat) else math.nan,
-            "open_rate": float(sends["opened"].mean()) if len(sends) else math.nan,
-            "conversion_rate": float(sends["converted"].mean()) if len(sends) else math.nan,
-            "join_rate": float(sends["outcome_seen"].mean()) if len(sends) else math.nan,
-        })
-    return out
+    if frame.empty:
+        return []
+    mat = frame["matured"].to_numpy(bool)
+    sent = frame["sent"].to_numpy(bool)
+    ms = mat & sent
+    work = pd.DataFrame({
+        "day": frame["decided_at"].array.asi8 // 86_400_000_000_000, "decisions": 1, "sends": sent, "matured": mat,
+        "reward": np.where(mat, frame["reward"].to_numpy(dtype=np.float64), 0.0), "matured_sends": ms,
+        "opened": ms & frame["opened"].to_numpy(bool), "converted": ms & frame["converted"].to_numpy(bool),
+        "seen": ms & frame["outcome_seen"].to_numpy(bool),
+    })
+    g = work.groupby("day", sort=True).sum()
+
+    def rate(num: str, den: str) -> np.ndarray:
+        d = g[den].to_numpy(dtype=np.float64)
+        return np.divide(g[num].to_numpy(dtype=np.float64), d, out=np.full(len(d), np.nan), where=d > 0)
+
+    rates = {"reward_rate": rate("reward", "matured"), "open_rate": rate("opened", "matured_sends"),
+             "conversion_rate": rate("converted", "matured_sends"), "join_rate": rate("seen", "matured_sends")}
+    return [{"day": (pd.Timestamp(0) + pd.Timedelta(days=int(day))).date().isoformat(), "decisions": int(g["decisions"].iloc[i]),
+             "sends": int(g["sends"].iloc[i]), "matured": int(g["matured"].iloc[i]),
+             **{k: float(v[i]) for k, v in rates.items()}} for i, day in enumerate(g.index)]
 
 
 def join_rate(frame: pd.DataFrame) -> float:

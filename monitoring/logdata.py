@@ -20,8 +20,9 @@ import pandas as pd
 
 from core.errors import InputError, WorkspaceError
 from core.workspace import Workspace
-from policies.log import DecisionLog, _check_time
+from policies.log import DECISION_COLUMNS, DecisionLog, _check_time, channel_codes
 from policies.reward import RewardConfig
+from policies.reward import reward as reward_of
 
 #: File names tried, in order, under ``<workspace>/decisions/``.
 LOG_NAMES: tuple[str, ...] = ("decisions.sqlite", "decisions.db", "decision_log.sqlite", "log.sqlite")
@@ -118,14 +119,116 @@ def parse_time(text: str | None, name: str, *, end: datetime | None = None) -> d
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def read_window(log: DecisionLog, since: datetime | None, until: datetime | None, now: datetime,
-                reward: RewardConfig) -> pd.DataFrame:
-    """Decisions with ``decided_at`` in ``[since, until)`` (light columns), joined with their
-    outcomes and reward as of ``now``. Adds ``day`` (UTC date, datetime64) and ``sent`` (bool)."""
-    frame = log.joined(reward, now, since=since, until=until, parse_json=False, columns=LIGHT_COLUMNS)
-    frame["day"] = frame["decided_at"].dt.floor("D")
-    frame["sent"] = frame["channel"].notna().to_numpy()
-    return frame
+#: text columns read (then factorised: few distinct values, except customer_id)
+_TEXT = ("customer_id", "action", "channel", "offer", "timezone", "policy", "ab_arm")
+_OUTCOME_FLAGS = ("delivered", "opened", "clicked", "converted", "unsubscribed")
+_CHUNK = 100_000
+_NAT = np.iinfo(np.int64).min
+
+
+def _us_times(us: np.ndarray) -> pd.DatetimeIndex:
+    """(n,) int64 microseconds (``_NAT`` = missing) -> datetime64[ns, UTC], as policies.log reads them."""
+    return pd.DatetimeIndex(us.astype(np.int64).view("datetime64[us]").astype("datetime64[ns]")).tz_localize("UTC")
+
+
+def _fetch(cursor: sqlite3.Cursor, k: int) -> np.ndarray:
+    """All rows of ``cursor`` as an (n, k) object array, fetched in chunks (no per-cell Python loop)."""
+    parts = []
+    while rows := cursor.fetchmany(_CHUNK):
+        parts.append(np.array(rows, dtype=object))
+    return np.concatenate(parts) if parts else np.empty((0, k), dtype=object)
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """(n,) object column with few distinct values: factorised, then rebuilt from its uniques (one
+    shared str per distinct value; NULL stays None)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    table = np.array([*uniques, None], dtype=object)
+    return table[codes]  # code -1 (None) picks the trailing None
+
+
+def _channel_codes(channel: np.ndarray) -> np.ndarray:
+    """policies.log.channel_codes of a factorised column (one lookup per distinct value)."""
+    codes, uniques = pd.factorize(channel, use_na_sentinel=True)
+    table = np.array([*channel_codes(list(uniques)), -1], dtype=np.int8)
+    return table[codes]
+
+
+#: the columns the policy-health analysis (``decisioning drift``) needs: no customer ids
+HEALTH_COLUMNS: tuple[str, ...] = ("decided_at", "channel", "offer", "send_slot", "send_at", "timezone", "propensity",
+                                   "holdout", "fallback")
+
+
+def read_window(log: DecisionLog | Path, since: datetime | None, until: datetime | None, now: datetime,
+                reward: RewardConfig, columns: tuple[str, ...] = LIGHT_COLUMNS) -> pd.DataFrame:
+    """Decisions with ``decided_at`` in ``[since, until)`` (``LIGHT_COLUMNS``), joined with their
+    outcomes and reward as of ``now``, in log order: the frame of ``DecisionLog.joined(reward, now,
+    since=, until=, parse_json=False, columns=LIGHT_COLUMNS)`` (same columns, dtypes and values)
+    without ``decision_id``, plus ``day`` (UTC date, datetime64), ``sent`` (bool) and
+    ``customer_code`` (int64, equal customer ids have equal codes: for vectorised per-customer
+    sums). ``log``: a DecisionLog or the path of one. ``columns``: a subset of LIGHT_COLUMNS to
+    read (e.g. ``HEALTH_COLUMNS``; the numeric ones and ``channel`` are always read); without
+    ``customer_id``, no ``customer_code`` either.
+
+    Read for speed (a million decisions in seconds): only these columns, nulls replaced in SQL,
+    rows fetched in chunks into object arrays and converted per column by numpy; the outcomes
+    aggregated per decision in SQL (a bit mask of the attributed events and their value).
+    """
+    unknown = set(columns) - set(LIGHT_COLUMNS)
+    if unknown:
+        raise InputError(f"read_window reads {LIGHT_COLUMNS}; got {sorted(unknown)}")
+    texts = tuple(c for c in _TEXT if c in columns or c == "channel")
+    path = Path(log.path if isinstance(log, DecisionLog) else log)
+    window = int(round(reward.attribution_hours * 3600 * 1e6))
+    now_us = _check_time("now", now)
+    where, params = DecisionLog._range(since, until)
+    named = {**params, "w": window, "now": now_us}
+    anchor = "COALESCE(d.send_at, d.decided_at)"
+    inside = f"o.occurred_at >= {anchor} AND o.occurred_at <= {anchor} + :w"
+    mask = " | ".join(f"MAX(CASE WHEN o.event = '{e}' AND {inside} THEN {1 << i} ELSE 0 END)"
+                      for i, e in enumerate(_OUTCOME_FLAGS))
+    value = f"SUM(CASE WHEN o.event = 'converted' AND {inside} THEN COALESCE(o.value, 0.0) ELSE 0.0 END)"
+    numbers = ("seq", "decided_at", "COALESCE(send_at, -1)", "COALESCE(send_slot, -1)", "holdout", "fallback",
+               "COALESCE(send_at, decided_at) + :w <= :now")
+    with _ro(path) as conn:
+        conn.execute("BEGIN")  # one snapshot for both reads
+        rows = _fetch(conn.execute(
+            f"SELECT {', '.join(numbers)}, propensity, {', '.join(texts)} FROM decisions WHERE {where} ORDER BY seq",
+            named), len(numbers) + 1 + len(texts))
+        agg = conn.execute(
+            f"SELECT d.seq, COUNT(*), {mask}, {value} FROM decisions d JOIN outcomes o ON o.decision_id = d.decision_id "
+            f"WHERE {where.replace('decided_at', 'd.decided_at')} GROUP BY d.seq", named).fetchall()
+        conn.execute("COMMIT")
+    n, k = len(rows), len(numbers)
+    ints = rows[:, :k].astype(np.int64)
+    seq, decided, send_at, slot = ints[:, 0], ints[:, 1], ints[:, 2], ints[:, 3]
+    frame = {name: rows[:, k + 1 + j] if name == "customer_id" else _text(rows[:, k + 1 + j])
+             for j, name in enumerate(texts)}
+    frame["decided_at"] = _us_times(decided)
+    frame["send_at"] = _us_times(np.where(send_at < 0, _NAT, send_at))
+    frame["send_slot"] = pd.arrays.IntegerArray(np.where(slot < 0, 0, slot).astype(np.int8), slot < 0)
+    frame["propensity"] = rows[:, k].astype(np.float64)
+    frame["holdout"] = ints[:, 4] != 0
+    frame["fallback"] = ints[:, 5] != 0
+    out = pd.DataFrame({c: frame[c] for c in DECISION_COLUMNS if c in frame}, copy=False)
+    extra = np.zeros((n, 3))
+    if agg:
+        a = np.array(agg, dtype=np.float64)
+        extra[np.searchsorted(seq, a[:, 0].astype(np.int64))] = a[:, 1:]
+    out["n_outcomes"] = extra[:, 0].astype(np.int64)
+    out["outcome_seen"] = out["n_outcomes"].to_numpy() > 0
+    bits = extra[:, 1].astype(np.int64)
+    for i, name in enumerate(_OUTCOME_FLAGS):
+        out[name] = (bits & (1 << i)) != 0
+    out["value"] = extra[:, 2]
+    out["matured"] = ints[:, 6] != 0
+    out["reward"] = reward_of(out["value"].to_numpy(), _channel_codes(frame["channel"]), out["unsubscribed"].to_numpy(),
+                              reward)
+    out["day"] = out["decided_at"].dt.floor("D")
+    out["sent"] = out["channel"].notna().to_numpy()
+    if "customer_id" in frame:
+        out["customer_code"] = pd.factorize(frame["customer_id"])[0].astype(np.int64)
+    return out
 
 
 def as_of(frame: pd.DataFrame, now: datetime, reward: RewardConfig) -> pd.DataFrame:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
+import importlib
 import io
 import math
+import threading
+import time
 from pathlib import Path
 
 
@@ -67,3 +71,34 @@ def page(title: str, sections: list[tuple[str, str]], intro: str = "") -> str:
     parts += [f"<h2>{html.escape(h)}</h2>{body}" for h, body in sections]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+class Stages:
+    """Seconds spent per stage (``laps``: {stage: seconds}), for the summary."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._last, 2)
+        self._last = now
+
+
+def warm_imports(*modules: str | None) -> threading.Thread:
+    """Import ``modules`` (None skipped; ``"matplotlib.pyplot"`` with the Agg backend) in a
+    background thread and return it: the heavy imports (Evidently ~7 s of CPU, matplotlib ~1 s)
+    overlap the read of the decision log, whose SQLite steps release the GIL. Join it before use;
+    an import that fails here is simply retried (and reported) by the code that needs it."""
+
+    def run() -> None:
+        for name in modules:
+            if name is None:
+                continue
+            with contextlib.suppress(Exception):  # the real import reports it
+                plt() if name == "matplotlib.pyplot" else importlib.import_module(name)
+
+    thread = threading.Thread(target=run, name="warm-imports", daemon=True)
+    thread.start()
+    return thread

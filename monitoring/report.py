@@ -2,7 +2,9 @@
 
 Only matured decisions (attribution window closed by ``now``) enter the figures: an unmatured
 decision's outcomes may still arrive. See ``monitoring.effect`` for every definition.
-Writes ``<workspace>/reports/report.html`` (plots embedded, PNGs beside it) and ``report.json``.
+Writes ``<workspace>/reports/report.html`` (plots embedded, PNGs beside it) and ``report.json``,
+and logs them with the key figures to an MLflow run (experiment ``monitoring``, run name
+``report``; see ``monitoring.tracking``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from core.workspace import Workspace
 from monitoring import effect, health
 from monitoring.config import MonitoringConfig
 from monitoring.logdata import check_window, end_of_day, find_log, log_bounds, open_log, read_window
-from monitoring.render import fmt, image, page, plt, save_figure, table
+from monitoring.render import Stages, fmt, image, page, plt, save_figure, table, warm_imports
 
 
 def summarise(frame: pd.DataFrame, config: MonitoringConfig) -> dict:
@@ -30,12 +32,13 @@ def summarise(frame: pd.DataFrame, config: MonitoringConfig) -> dict:
     mat = frame[frame["matured"].to_numpy(bool)]
     cost = float(effect.channel_cost(mat, rc).sum())
     revenue = float(mat["value"].sum())
-    lift = {m: effect.holdout_lift(mat, m, level) for m in effect.LIFT_METRICS}
+    lift = effect.holdout_lifts(mat, effect.LIFT_METRICS, level)
     treated_days = lift["value"]["treated"]["customer_days"]
     inc_value = lift["value"]["lift"] * treated_days if math.isfinite(lift["value"]["lift"]) else math.nan
     totals = {
         "decisions": int(len(frame)), "matured": int(len(mat)), "unmatured_excluded": int(len(frame) - len(mat)),
-        "customers": int(mat["customer_id"].nunique()), "sends": int(mat["sent"].sum()),
+        "customers": int(len(np.unique(mat["customer_code"]))) if "customer_code" in mat
+        else int(mat["customer_id"].nunique()), "sends": int(mat["sent"].sum()),
         "conversions": int(mat["converted"].sum()), "revenue": revenue, "channel_cost": cost,
         "unsubscribes": int(mat["unsubscribed"].sum()), "reward": float(mat["reward"].sum()),
         "roi": (revenue - cost) / cost if cost > 0 else None,
@@ -128,17 +131,34 @@ def _html(s: dict, uris: dict[str, str]) -> str:
     return page("Effect of the decisions", sections, intro)
 
 
+def key_metrics(s: dict) -> dict:
+    """The figures of a report summary logged as MLflow metrics (nested; flattened by the logger)."""
+    lift = {m: {k: v[k] for k in ("lift", "ci", "p_value", "relative_lift")}
+            | {"treated": v["treated"]["mean"], "holdout": v["holdout"]["mean"]}
+            for m, v in s["holdout_lift"].items()}
+    out = {"totals": s["totals"], "holdout_lift": lift,
+           "channel": {r["channel"]: {k: r[k] for k in ("sends", "conversions", "revenue", "channel_cost", "roi")}
+                       for r in s["by_channel"]}}
+    if s["ab_test"]:
+        out["ab"] = {f"{c['arm']}_vs_{c['control']}": {k: c[k] for k in ("difference", "ci", "p_value")}
+                     for c in s["ab_test"]["comparisons"]}
+    return out
+
+
 def run_report(workspace: Workspace, *, log_path: str | Path | None = None, since: datetime | None = None,
                until: datetime | None = None, now: datetime | None = None,
-               config: MonitoringConfig | None = None) -> dict:
+               config: MonitoringConfig | None = None, mlflow: bool = True) -> dict:
     """Compute the report of ``[since, until)`` and write its HTML, PNGs and JSON under
-    ``<workspace>/reports/``. Returns the JSON summary."""
+    ``<workspace>/reports/``; with ``mlflow``, log them and the key figures to an MLflow run
+    (its id in the summary's ``mlflow_run_id``, else null). Returns the JSON summary."""
     t0 = time.perf_counter()
+    clock = Stages()
     config = config or MonitoringConfig()
     check_window(since, until)
     path = find_log(workspace, log_path)
     bounds = log_bounds(path)
     now = now or (until if until is not None else bounds.as_of)
+    warm = warm_imports("matplotlib.pyplot")
     log = open_log(path)
     try:
         frame = read_window(log, since, until, now, config.reward)
@@ -146,14 +166,29 @@ def run_report(workspace: Workspace, *, log_path: str | Path | None = None, sinc
         log.close()
     if frame.empty:
         raise InputError(f"no decision in the window {fmt(since)} .. {fmt(until)} of {path}")
+    clock.lap("read")
     s = {"log": str(path), "window": {"since": (since or bounds.first).isoformat(),
                                       "until": (until or end_of_day(bounds.last)).isoformat(), "now": now.isoformat()},
          **summarise(frame, config)}
+    clock.lap("figures")
     out = workspace.reports
     out.mkdir(parents=True, exist_ok=True)
+    warm.join()
     uris = _plots(s, out)
     (out / "report.html").write_text(_html(s, uris))
-    s["report"] = {"html": str(out / "report.html"), "json": str(out / "report.json")}
-    s["seconds"] = round(time.perf_counter() - t0, 2)
-    (out / "report.json").write_text(json.dumps(s, default=str, indent=1))
+    html_path, json_path = out / "report.html", out / "report.json"
+    s["report"] = {"html": str(html_path), "json": str(json_path)}
+    s["mlflow_run_id"] = None
+    clock.lap("html")
+    s["seconds"], s["stage_seconds"] = round(time.perf_counter() - t0, 2), clock.laps
+    json_path.write_text(json.dumps(s, default=str, indent=1))
+    if mlflow:
+        from monitoring.tracking import log_report
+
+        files = [html_path, json_path, *(out / f"report_{k}.png" for k in uris)]
+        s["mlflow_run_id"] = log_report(workspace, "report", files, key_metrics(s),
+                                        params={"log": s["log"], **s["window"]})
+        clock.lap("mlflow")
+        s["seconds"] = round(time.perf_counter() - t0, 2)
+        json_path.write_text(json.dumps(s, default=str, indent=1))
     return s

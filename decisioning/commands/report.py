@@ -29,13 +29,14 @@ incremental_roi comes from the holdout.""")
               help="Decision log (SQLite) [default: the one under <workspace>/decisions/].")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML MonitoringConfig (reward, report level, A/B control arm).")
+@click.option("--no-mlflow", "no_mlflow", is_flag=True, help="Do not log the report to MLflow.")
 @workspace_option
 @json_option
-def command(since, until, now, log_path, config_path, workspace, as_json):
+def command(since, until, now, log_path, config_path, no_mlflow, workspace, as_json):
     """Effect of the decisions in a window of the decision log: conversions, revenue, channel cost
     and ROI per channel, offer and policy; incremental lift against the never-contacted holdout with
     a confidence interval; the policy A/B split. Writes <workspace>/reports/report.html (+ PNGs) and
-    report.json."""
+    report.json, and logs both with the key figures to MLflow (experiment `monitoring`)."""
     from core.config import load_config
     from monitoring.config import MonitoringConfig
     from monitoring.logdata import find_log, log_bounds, parse_time
@@ -48,7 +49,8 @@ def command(since, until, now, log_path, config_path, workspace, as_json):
     since_t = parse_time(since, "since", end=until_t or bounds.last)
     now_t = parse_time(now, "now", end=bounds.as_of)
     progress(f"report: {path}")
-    s = run_report(workspace, log_path=path, since=since_t, until=until_t, now=now_t, config=config)
+    s = run_report(workspace, log_path=path, since=since_t, until=until_t, now=now_t, config=config,
+                   mlflow=not no_mlflow)
     if as_json:
         emit_json(s)
         return
@@ -66,4 +68,5 @@ def command(since, until, now, log_path, config_path, workspace, as_json):
         for c in s["ab_test"]["comparisons"]:
             click.echo(f"A/B {c['arm']} vs {c['control']}: {c['difference']:+.4f} per customer "
                        f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], p = {c['p_value']:.3g}")
-    click.echo(f"report: {s['report']['html']}")
+    click.echo(f"report: {s['report']['html']}"
+               + (f" (MLflow run {s['mlflow_run_id']})" if s["mlflow_run_id"] else ""))

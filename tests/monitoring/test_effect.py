@@ -130,7 +130,7 @@ def test_lift_without_holdout_is_nan_not_error(tiny):
 
 
 def test_report_writes_html_and_json(tiny):
-    s = run_report(tiny, now=NOW)
+    s = run_report(tiny, now=NOW, mlflow=False)
     assert (tiny.reports / "report.html").read_text().count("<img") >= 2
     assert (tiny.reports / "report.json").is_file()
     assert s["totals"]["matured"] == 12 and s["ab_test"]["comparisons"]
