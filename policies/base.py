@@ -157,7 +157,19 @@ class Policy:
     the reward (channel costs, unsubscribe penalty) for the funnel model; level_ridge: prior
     precision of the per-level (channel, offer, slot) context weights of the funnel model (None:
     ridge), larger shrinks personalisation per level harder than the shared weights; offer_ridge:
-    the same for the per-offer weights of the click and conversion models (None: level_ridge).
+    the same for the per-offer weights of the click and conversion models (None: level_ridge);
+    focus_ridge: the prior precision of the per-level weights on the context columns that carry a
+    level's effect (policies.funnel.OPEN_FOCUS for channels and send slots: channel response
+    rates, active hours; OFFER_FOCUS for offers: order value, category affinity, redemptions),
+    so those personalise while every other per-level weight stays shrunk hard (None: no focus).
+    The defaults were chosen on the simulated world: personalising offers through every context
+    column overfits (the few hundred logged conversions per offer cannot support it), through
+    the focus columns only it pays. send_cost: an opportunity cost charged to every send arm by
+    the funnel model (currency; 0 = none): a send must beat no-send by that much (measured on the
+    simulated world: no gain at 0.05 or 0.15, so off by default). online_weight: weight of every
+    feedback row of the updates after the first one (the first is the off-policy warm start; later
+    ones are the policy's own, on-policy feedback), in (0, 1]: tempers how far the policy's own,
+    strongly selected data moves a reward model that cannot be exactly right.
 
     Learned state ends with ``_``: ``model_`` (LinearRewardModel), ``center_``/``scale_`` (the
     context scaler, fitted on the first context seen), ``n_updates_``, ``rng_``.
@@ -171,7 +183,8 @@ class Policy:
                  ridge: float = 10.0, factors: tuple[str, ...] = ("channel", "offer", "slot"),
                  n_scores: int = 0, weighting: Weighting = "none", max_weight: float = 20.0,
                  discount: float = 1.0, model: RewardModel = "funnel", reward_config: RewardConfig | None = None,
-                 level_ridge: float | None = 100.0, offer_ridge: float | None = 1000.0):
+                 level_ridge: float | None = 300.0, offer_ridge: float | None = 10_000.0,
+                 focus_ridge: float | None = 30.0, send_cost: float = 0.0, online_weight: float = 1.0):
         self.arms = arms
         self.seed = seed
         self.floor = floor
@@ -186,6 +199,9 @@ class Policy:
         self.reward_config = reward_config
         self.level_ridge = level_ridge
         self.offer_ridge = offer_ridge
+        self.focus_ridge = focus_ridge
+        self.send_cost = send_cost
+        self.online_weight = online_weight
 
     # -- sklearn-style parameter access ------------------------------------------------------------
     @classmethod
@@ -240,6 +256,12 @@ class Policy:
             raise InputError(f"The 'discount' parameter of {owner} must be in (0, 1]; got {self.discount!r}.")
         if int(self.n_scores) < 0:
             raise InputError(f"The 'n_scores' parameter of {owner} must be >= 0; got {self.n_scores!r}.")
+        if self.focus_ridge is not None and not float(self.focus_ridge) > 0:
+            raise InputError(f"The 'focus_ridge' parameter of {owner} must be > 0 or None; got {self.focus_ridge!r}.")
+        if not 0.0 < float(self.online_weight) <= 1.0:
+            raise InputError(f"The 'online_weight' parameter of {owner} must be in (0, 1]; got {self.online_weight!r}.")
+        if not float(self.send_cost) >= 0:
+            raise InputError(f"The 'send_cost' parameter of {owner} must be >= 0; got {self.send_cost!r}.")
         if self.model not in ("funnel", "linear"):
             raise InputError(f"The 'model' parameter of {owner} must be 'funnel' or 'linear'; got {self.model!r}.")
         if self.model == "funnel" and int(self.n_scores) and self.learns:
@@ -269,7 +291,9 @@ class Policy:
             self.model_ = FunnelRewardModel(
                 self.arms, X.shape[1], self.reward_config, float(self.ridge),
                 level_ridge=None if self.level_ridge is None else float(self.level_ridge),
-                offer_ridge=None if self.offer_ridge is None else float(self.offer_ridge))
+                offer_ridge=None if self.offer_ridge is None else float(self.offer_ridge),
+                focus_ridge=None if self.focus_ridge is None else float(self.focus_ridge),
+                send_cost=float(self.send_cost))
         else:
             self.model_ = LinearRewardModel(self.arms, X.shape[1], self.factors, int(self.n_scores),
                                             float(self.ridge))
@@ -354,6 +378,8 @@ class Policy:
             return self
         if self.learns:
             w = self._weights(p, n)
+            if self.n_updates_ > 0:
+                w = w * float(self.online_weight)
             if self.model == "funnel":
                 self.model_.discount_evidence(float(self.discount))
                 self.model_.add(Z, a, r, w, None, fb)

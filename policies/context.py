@@ -38,6 +38,16 @@ RAW_FEATURES: tuple[str, ...] = (
 CYCLIC_FEATURES: tuple[str, ...] = ("act_hour_mean", "open_hour_mean")
 #: days since: log1p of min(days, 365)
 RECENCY_FEATURES: tuple[str, ...] = ("days_since_last_order", "days_since_last_event", "tenure_days")
+#: local hours at which the activity pattern is evaluated (every send slot of the default arm space
+#: and the hours quiet-hour moves lead to fall on or next to one of them)
+FIT_HOURS: tuple[int, ...] = tuple(range(0, 24, 2))
+#: derived from the activity pattern (act_hour_mean, act_hour_concentration): how well a send at a
+#: local hour fits the customer's active hours, a von Mises bump around the mean active hour whose
+#: width follows the concentration, exp(kappa (cos(angle between h and the mean hour) - 1)) in
+#: (0, 1] (1 everywhere for a customer without events). One column per hour, so the open model's
+#: per-slot weights can pick their own hour's fit; plus the inverse of the mean order value, the
+#: shape in which a fixed-cost offer (free shipping) appeals.
+DERIVED_FEATURES: tuple[str, ...] = (*(f"hour_fit_h{h:02d}" for h in FIT_HOURS), "inv_avg_order_value")
 #: what the journey itself changes (refreshed daily by ContactFeatures); unsubscribed channels are
 #: the guardrails' business, not a context feature
 CONTACT_FEATURES: tuple[str, ...] = (
@@ -48,8 +58,26 @@ CONTACT_FEATURES: tuple[str, ...] = (
 CONTEXT_COLUMNS: tuple[str, ...] = (
     *LOG_FEATURES, *RAW_FEATURES,
     *(f"{f}_{t}" for f in CYCLIC_FEATURES for t in ("cos", "sin")),
-    *RECENCY_FEATURES, *CONTACT_FEATURES,
+    *RECENCY_FEATURES, *CONTACT_FEATURES, *DERIVED_FEATURES,
 )
+
+
+def kappa_from_resultant(r: np.ndarray, cap: float = 50.0) -> np.ndarray:
+    """Von Mises concentration from the mean resultant length (Best and Fisher's approximation of
+    the inverse of A1), capped at ``cap``."""
+    r = np.clip(np.nan_to_num(r, nan=0.0), 0.0, 1.0 - 1e-9)
+    low = 2 * r + r**3 + 5 * r**5 / 6
+    mid = -0.4 + 1.39 * r + 0.43 / (1 - r)
+    high = 1.0 / np.maximum(r**3 - 4 * r**2 + 3 * r, 1e-12)
+    return np.minimum(np.where(r < 0.53, low, np.where(r < 0.85, mid, high)), cap)
+
+
+def hour_fit(mean_hour: np.ndarray, concentration: np.ndarray, hours=FIT_HOURS) -> np.ndarray:
+    """(n, len(hours)) fit of a send at each local hour to active hours around ``mean_hour`` with
+    resultant length ``concentration``: exp(kappa (cos(2 pi (h - mean) / 24) - 1)) in (0, 1]."""
+    kappa = kappa_from_resultant(concentration)[:, None]
+    angle = 2 * np.pi * (np.asarray(hours, dtype=np.float64)[None, :] - np.nan_to_num(mean_hour, nan=12.0)[:, None]) / 24
+    return np.exp(kappa * (np.cos(angle) - 1.0))
 
 
 def context_matrix(features: pd.DataFrame) -> np.ndarray:
@@ -71,6 +99,9 @@ def context_matrix(features: pd.DataFrame) -> np.ndarray:
     for f in CONTACT_FEATURES:
         v = np.nan_to_num(num(f), nan=NEVER_DAYS if f.startswith("days_") else 0.0)
         cols.append(np.log1p(np.clip(v, 0.0, 30.0)) if f.startswith("days_") else v)
+    fit = hour_fit(num("act_hour_mean"), num("act_hour_concentration"))
+    cols += list(fit.T)
+    cols.append(100.0 / np.maximum(np.nan_to_num(num("avg_order_value"), nan=100.0), 15.0))
     return np.column_stack(cols)
 
 

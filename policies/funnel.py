@@ -24,6 +24,13 @@ would have made anyway; it is small next to the campaign conversions.)
 
 Thompson sampling draws each GLM's parameters from its posterior; the value model's posterior
 mean is used as is.
+
+Priors: the per-level (channel, slot, offer) context weights are shrunk hard (``level_ridge``,
+``offer_ridge``) except on the few columns that carry a level's effect (``focus_ridge`` on
+:data:`OPEN_FOCUS` and :data:`OFFER_FOCUS`): per-offer personalisation through every column
+overfits the few hundred logged conversions per offer; through order value, category affinity
+and redemptions it pays (day-1 share of the rule->oracle gap on three simulated worlds, seeds
+1/2/3: 0.51/0.46/0.53 -> 0.53/0.48/0.55).
 """
 
 from __future__ import annotations
@@ -80,6 +87,36 @@ def check_feedback_events(feedback, n: int, owner: str) -> Feedback:
     return feedback
 
 
+#: context columns whose per-level weights (per channel and per send slot) carry what the open
+#: rate depends on: the customer's channel habits and active hours
+OPEN_FOCUS: tuple[str, ...] = (
+    *(f"{k}_rate_{c}" for c in ("sms", "email", "wechat", "app_push") for k in ("open", "click")),
+    *(f"act_share_h{b:02d}" for b in range(0, 24, 4)), "act_hour_concentration",
+    *(f"{f}_{t}" for f in ("act_hour_mean", "open_hour_mean") for t in ("cos", "sin")),
+    *(f"hour_fit_h{h:02d}" for h in range(0, 24, 2)),
+)
+#: context columns whose per-offer weights carry what an offer's appeal depends on: order value
+#: (fixed-cost offers), category affinity (category offers), past redemptions
+OFFER_FOCUS: tuple[str, ...] = (
+    "avg_order_value", "inv_avg_order_value", "order_share_beauty", "view_share_beauty", "offer_order_share",
+    *(f"redeemed_{o}" for o in ("pct10", "pct20", "free_shipping", "points_2x", "new_arrivals", "beauty_15")),
+)
+
+
+def _focus_prior(n_features: int, level: float, focus: float | None, names: tuple[str, ...]):
+    """Prior precision of the level blocks' context weights: ``level`` everywhere, ``focus`` on the
+    named columns of ``policies.context.CONTEXT_COLUMNS`` (only when the context is that one)."""
+    from policies.context import CONTEXT_COLUMNS
+
+    if focus is None or n_features != len(CONTEXT_COLUMNS):
+        return level
+    out = np.full(n_features + 1, float(level))
+    for name in names:
+        if name in CONTEXT_COLUMNS:
+            out[1 + CONTEXT_COLUMNS.index(name)] = float(focus)
+    return out
+
+
 class FunnelRewardModel:
     """Expected uplift of every arm over no-send, from funnel GLMs (see the module docstring).
 
@@ -89,16 +126,19 @@ class FunnelRewardModel:
 
     def __init__(self, arms: ArmSpace, n_features: int, reward_config: RewardConfig | None = None,
                  ridge: float = 1.0, level_ridge: float | None = None, intercept_ridge: float = 1e-2,
-                 offer_ridge: float | None = None):
+                 offer_ridge: float | None = None, focus_ridge: float | None = None, send_cost: float = 0.0):
         self.arms = arms
         self.n_features = int(n_features)
         self.reward_config = reward_config or RewardConfig()
         n_ch, n_of, n_sl = len(arms.channels), len(arms.offers), len(arms.slots)
         cs = np.array([[0, 1 + c, 1 + n_ch + s] for c in range(n_ch) for s in range(n_sl)])
         prior = {"ridge": ridge, "level_ridge": level_ridge, "intercept_ridge": intercept_ridge}
-        self.open = FactorGLM(n_features, cs, 1 + n_ch + n_sl, **prior)
+        level = level_ridge if level_ridge is not None else ridge
+        open_level = _focus_prior(self.n_features, level, focus_ridge, OPEN_FOCUS)
+        self.open = FactorGLM(n_features, cs, 1 + n_ch + n_sl, **(prior | {"level_ridge": open_level}))
         offer_cells = np.array([[0, 1 + o] for o in range(n_of)])
-        offer_prior = prior | ({} if offer_ridge is None else {"level_ridge": offer_ridge})
+        offer_level = offer_ridge if offer_ridge is not None else (level_ridge if level_ridge is not None else ridge)
+        offer_prior = prior | {"level_ridge": _focus_prior(self.n_features, offer_level, focus_ridge, OFFER_FOCUS)}
         self.click = FactorGLM(n_features, offer_cells, 1 + n_of, **offer_prior)
         self.convert = FactorGLM(n_features, offer_cells, 1 + n_of, **offer_prior)
         self.unsubscribe = FactorGLM(n_features, np.array([[0, 1 + c] for c in range(n_ch)]), 1 + n_ch, **prior)
@@ -109,7 +149,10 @@ class FunnelRewardModel:
         from core.types import CHANNELS
 
         cost = self.reward_config.cost_vector()
-        self.channel_cost = np.array([cost[CHANNELS.index(c)] for c in arms.channels])
+        # a send also costs the opportunity it uses up (fatigue lowers the response to the next
+        # messages, frequency caps spend capacity): ``send_cost`` per send, currency
+        self.send_cost = float(send_cost)
+        self.channel_cost = np.array([cost[CHANNELS.index(c)] for c in arms.channels]) + self.send_cost
         send = arms.is_send
         self._send = send
         self._cs = np.where(send, arms.channel_level.astype(np.int64) * n_sl + arms.slot_level, 0)

@@ -37,7 +37,8 @@ class FactorGLM:
 
     def __init__(self, n_features: int, cell_blocks: np.ndarray, n_blocks: int, ridge: float = 1.0,
                  family: Literal["logistic", "gaussian"] = "logistic", max_iter: int = 8,
-                 intercept_ridge: float = 1e-4, tol: float = 1e-3, level_ridge: float | None = None):
+                 intercept_ridge: float = 1e-4, tol: float = 1e-3,
+                 level_ridge: float | np.ndarray | None = None):
         self.d1 = int(n_features) + 1
         self.cell_blocks = np.asarray(cell_blocks, dtype=np.int64)
         self.n_cells = self.cell_blocks.shape[0]
@@ -53,9 +54,11 @@ class FactorGLM:
         self.incidence = inc
         self.mean = np.zeros(self.p)
         # prior precision: slopes of the base block ``ridge``, slopes of the factor-level blocks
-        # ``level_ridge`` (shrinks per-level differences harder), intercepts ``intercept_ridge`` (a
+        # ``level_ridge`` (shrinks per-level differences harder; a (d1,) array gives every context
+        # column of the level blocks its own prior precision), intercepts ``intercept_ridge`` (a
         # nearly flat prior: no pull towards p = 0.5)
-        prior = np.full(self.p, float(ridge if level_ridge is None else level_ridge))
+        level = float(ridge) if level_ridge is None else level_ridge
+        prior = np.tile(np.broadcast_to(np.asarray(level, dtype=np.float64), (self.d1,)), self.n_blocks)
         prior[: self.d1] = float(ridge)
         prior[:: self.d1] = float(intercept_ridge)
         self.precision = np.diag(prior)
