@@ -17,6 +17,11 @@ numbers): ``random`` (uniform over the eligible arms), ``rule`` (e-mail at 10:00
 best-selling offer, to everyone eligible), ``oracle`` (per customer-day the arm with the highest
 TRUE expected reward) and ``no_send``. Every lane goes through the same guardrails, and every send
 of every lane is re-checked afterwards by ``journey.audit`` (independently of the guardrail code).
+
+A ``decider`` (see :class:`PolicyDecider`; ``journey.remote.RemotePolicyLane`` drives the decision
+service over HTTP) replaces the policy lane's decide, log, outcome and learning steps: it decides
+for the whole audience each day, receives the outcomes as they happen and learns at the end of the
+day; the other lanes and the world stay in process.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -50,6 +56,29 @@ from policies.records import DecisionRecord, OutcomeRecord
 from policies.reward import RewardConfig, expected_reward, reward
 
 LANES = ("policy", "random", "rule", "oracle", "no_send")
+
+
+class PolicyDecider(Protocol):
+    """What replaces the in-process policy lane (e.g. the decision service over HTTP)."""
+
+    def start_day(self, customer_ids: np.ndarray, now: pd.Timestamp, arms: ArmSpace) -> None:
+        """Start deciding the day (e.g. in the background, while the other lanes run)."""
+
+    def decide_day(self, customer_ids: np.ndarray, now: pd.Timestamp, arms: ArmSpace
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(arm index, send_at as datetime64[ns] UTC-naive (a no-send: the decision time), holdout, decision_id) per customer."""
+
+    def report(self, outcomes: pd.DataFrame) -> None:
+        """Outcome events that happened (event_id, decision_id, event, occurred_at, value)."""
+
+    def end_of_day(self, learn_at: pd.Timestamp) -> int:
+        """Learn from what matured by ``learn_at``; returns the number of decisions learned from."""
+
+    def decisions(self) -> pd.DataFrame:
+        """Every decision received: customer_id, channel, offer, send_at, decided_at, holdout."""
+
+    def figures(self, now: pd.Timestamp, reward_config: RewardConfig) -> dict:
+        """decisions_logged, join_rate, log, and the decider's own figures."""
 
 
 class JourneySettings(BaseModel):
@@ -188,11 +217,15 @@ def run_journey(
     config: PolicyLayerConfig | None = None,
     reward_config: RewardConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    decider: PolicyDecider | None = None,
 ) -> dict:
-    """Run the journey and return its figures (the ``decisioning journey --json`` object)."""
+    """Run the journey and return its figures (the ``decisioning journey --json`` object). With a
+    ``decider``, the policy lane is decided, logged and learned by it (see the module doc)."""
     from world import ActionBatch, World
 
     settings = settings or JourneySettings()
+    if decider is not None:  # the decider learns; the in-process policy is not used
+        settings = settings.model_copy(update={"learn": False})
     config = config or PolicyLayerConfig()
     rc = reward_config or RewardConfig()
     say = progress or (lambda _m: None)
@@ -247,7 +280,7 @@ def run_journey(
     base_contacts = new_contacts()
     policy.initialise(context_at(base_contacts, start))
     warm = {"sends": 0, "no_sends": 0, "seconds": 0.0}
-    if spec.warm_start and policy.learns:
+    if spec.warm_start and policy.learns and decider is None:
         t0 = time.perf_counter()
         guard0 = Guardrails(arms, config.guardrails, reward_config=rc)
         ts = history_training_set(data, pop.frame, arms, guard0.hour_plan, rc, start,
@@ -299,10 +332,17 @@ def run_journey(
         now = start + pd.Timedelta(days=day)
         now_dt = now.to_pydatetime()
         since = now - pd.Timedelta(hours=max([c.window_hours for c in config.guardrails.frequency_caps] + [24.0]))
-        for name, lane in lanes.items():
+        if decider is not None:  # the decider works while the in-process lanes run (they are independent)
+            decider.start_day(pop_ids, now, arms)
+        for name in ([*LANES[1:], LANES[0]] if decider is not None else LANES):
+            lane = lanes[name]
             consent = consent0 & ~lane.contacts.unsubscribed(now)
             audience = pop.audience(consent)
-            if name == "policy":
+            if name == "policy" and decider is not None:
+                t0 = time.perf_counter()
+                chosen, send_at, holdout, decision_ids = decider.decide_day(pop_ids, now, arms)
+                timing["decide"] += time.perf_counter() - t0
+            elif name == "policy":
                 recent = log.sends_since(since.to_pydatetime())[["customer_id", "channel", "send_at"]]
                 hist = hist_sends[hist_sends["send_at"] >= since]
                 recent = pd.concat([hist, recent], ignore_index=True) if len(recent) else hist
@@ -310,12 +350,13 @@ def run_journey(
             else:
                 recent = lane.recent_sends(hist_sends, since)
                 ctx = None
-            recent = SendHistory.from_frame(recent)
-            chosen = np.zeros(n, dtype=np.int64)
-            send_at = np.empty(n, dtype="datetime64[ns]")
-            holdout = np.zeros(n, dtype=bool)
-            decision_ids = np.array([f"{journey_id}-{day:03d}-{i:07d}" for i in range(n)], dtype=object)
-            for lo in range(0, n, settings.batch_size):
+            if name != "policy" or decider is None:
+                recent = SendHistory.from_frame(recent)
+                chosen = np.zeros(n, dtype=np.int64)
+                send_at = np.empty(n, dtype="datetime64[ns]")
+                holdout = np.zeros(n, dtype=bool)
+                decision_ids = np.array([f"{journey_id}-{day:03d}-{i:07d}" for i in range(n)], dtype=object)
+            for lo in range(0, n if name != "policy" or decider is None else 0, settings.batch_size):
                 idx = order[lo: lo + settings.batch_size]
                 t0 = time.perf_counter()
                 elig = lane.guard.apply(audience.take(idx), now_dt, recent)
@@ -390,7 +431,10 @@ def run_journey(
         t0 = time.perf_counter()
         learn_at = now + pd.Timedelta(days=1)
         due = pending["occurred_at"] <= learn_at if pending is not None else pd.Series([], dtype=bool)
-        if due.any():
+        if due.any() and decider is not None:
+            decider.report(pending[due])
+            pending = pending[~due].reset_index(drop=True)
+        elif due.any():
             rows = pending[due]
             times = pd.DatetimeIndex(rows["occurred_at"]).to_pydatetime()
             values = rows["value"].to_numpy(dtype=np.float64)
@@ -399,7 +443,7 @@ def run_journey(
                               for e, d, ev, t, v in zip(rows["event_id"], rows["decision_id"], rows["event"],
                                                         times, values, strict=True)])
             pending = pending[~due].reset_index(drop=True)
-        n_learn = 0
+        n_learn = decider.end_of_day(learn_at) if decider is not None else 0
         if policy.learns and settings.learn:
             j = log.joined(rc, now=learn_at.to_pydatetime(), since=(learn_at - pd.Timedelta(days=4)).to_pydatetime(),
                            columns=["action", "propensity"], parse_json=False)
@@ -422,8 +466,8 @@ def run_journey(
     for name, lane in lanes.items():
         sends = pd.concat(lane.sends, ignore_index=True) if lane.sends else pd.DataFrame()
         if name == "policy":
-            logged = log.decisions(parse_json=False, columns=["customer_id", "channel", "offer", "send_at",
-                                                               "decided_at", "holdout"])
+            logged = decider.decisions() if decider is not None else log.decisions(
+                parse_json=False, columns=["customer_id", "channel", "offer", "send_at", "decided_at", "holdout"])
             sends = logged[logged["channel"].notna()].reset_index(drop=True)
             holdouts = logged.loc[logged["holdout"], "customer_id"]
         else:
@@ -467,6 +511,8 @@ def run_journey(
         "seconds": round(time.perf_counter() - t_start, 2),
         "timing": {k: round(v, 2) for k, v in timing.items()},
     }
+    if decider is not None:
+        result.update(decider.figures(start + pd.Timedelta(days=settings.days), rc))
     log.close()
     for lane in lanes.values():
         lane.guard.ledger.close()
@@ -475,4 +521,4 @@ def run_journey(
     return result
 
 
-__all__ = ["LANES", "JourneySettings", "run_journey"]
+__all__ = ["LANES", "JourneySettings", "PolicyDecider", "run_journey"]

@@ -5,6 +5,8 @@
         svc.wait_ready()
         decisions = svc.decide_batch(customer_ids, request_time=day_start)   # list[dict]
         result = svc.report_outcomes(outcomes)                               # OutcomeResult as dict
+        svc.learn(as_of=day_end)                                             # the policy learns
+        svc.stats()                                                          # requests, retries, errors
 
 Retries: a request that fails on the network is retried (``retries`` times, with backoff). A
 retried outcome is harmless (idempotent by ``event_id``); a retried decide may log a second
@@ -31,6 +33,10 @@ class DecisionClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
         self.retries = retries
+        self.requests = 0
+        self.retried = 0
+        self.errors = 0
+        self.outcome_decisions: set[str] = set()  # decisions with at least one outcome stored
 
     def __enter__(self) -> DecisionClient:
         return self
@@ -46,9 +52,12 @@ class DecisionClient:
 
         delay = 0.2
         for attempt in range(self.retries + 1):
+            self.requests += 1
+            self.retried += attempt > 0
             try:
                 r = self._http.post(path, json=body)
             except httpx.TransportError as exc:
+                self.errors += 1
                 if attempt == self.retries:
                     raise UnavailableError(f"decision service at {self.url} unreachable: {exc}") from None
                 time.sleep(delay)
@@ -56,6 +65,8 @@ class DecisionClient:
                 continue
             if r.status_code in (400, 401, 422):
                 raise InputError(f"{path}: the service refused the request ({r.status_code}): {r.text[:500]}")
+            if r.status_code >= 500:
+                self.errors += 1
             if r.status_code >= 500 and attempt < self.retries:
                 time.sleep(delay)
                 delay *= 2
@@ -64,6 +75,18 @@ class DecisionClient:
                 raise UnavailableError(f"{path}: HTTP {r.status_code}: {r.text[:500]}")
             return r.json()
         raise UnavailableError(f"{path}: no answer")  # pragma: no cover
+
+    def stats(self) -> dict:
+        """Requests sent (retries included), retries, failed attempts."""
+        return {"requests": self.requests, "retries": self.retried, "errors": self.errors}
+
+    def status(self) -> dict:
+        """What the service has loaded (GET-like ``POST /status``)."""
+        return self._post("/status", {})
+
+    def learn(self, as_of: datetime | None = None) -> dict:
+        """Let the service learn from its joined log now (``as_of``: a simulated time)."""
+        return self._post("/learn", {} if as_of is None else {"as_of": as_of.isoformat()})
 
     def wait_ready(self, timeout: float = 300.0) -> None:
         import httpx
@@ -108,6 +131,8 @@ class DecisionClient:
             res = self._post("/outcome", {"outcomes": part})
             for k in total:
                 total[k] += res[k]
+            unknown = set(res["unknown_event_ids"])
+            self.outcome_decisions.update(o["decision_id"] for o in part if o["event_id"] not in unknown)
         return total
 
 

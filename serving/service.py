@@ -3,8 +3,18 @@
     POST /decide        flat JSON body of DecisionRequest -> DecisionResponse
     POST /decide/batch  BatchDecisionRequest (a campaign audience) -> BatchDecisionResponse
     POST /outcome       one outcome (flat) or {"outcomes": [...]} -> OutcomeResult (idempotent)
+    POST /learn         learn from the matured, joined decision log now (optional ``as_of``)
     POST /noop          does nothing (the benchmark's floor on the same server)
     GET  /healthz /readyz /livez /metrics   (BentoML's own)
+
+Learning (serving.learning): the policy updates from the joined log on a wall-clock timer
+(``$DECISIONING_LEARN_SECONDS``, default 300; 0 turns it off) and on ``POST /learn``; a client that
+drives simulated time calls ``/learn`` with ``as_of`` and the timer stands down.
+
+/metrics also carries the drift status written by ``decisioning drift``
+(``<workspace>/reports/drift_status.json``, re-read when it changes): ``decisioning_retraining_due``
+(1 due, 0 not, -1 unknown: no status yet), ``decisioning_drift_alarms`` and
+``decisioning_drifted_features`` (-1 unknown).
 
 The workspace is ``$DECISIONING_HOME``; the config file ``$DECISIONING_SERVING_CONFIG`` (both set
 by ``decisioning serve``). Domain errors become HTTP codes here and only here: InputError -> 400
@@ -16,10 +26,17 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import os
+import sqlite3
+import threading
 import time
+from datetime import datetime
+from pathlib import Path
 
 import bentoml
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import InvalidArgument, ServiceUnavailable
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import InputError
 from serving.schemas import (
@@ -31,6 +48,8 @@ from serving.schemas import (
     OutcomeResult,
 )
 
+logger = logging.getLogger(__name__)
+LEARN_ENV = "DECISIONING_LEARN_SECONDS"
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/livez"})
 
 # Prometheus metrics (no customer ids or contact identifiers in any label)
@@ -44,6 +63,92 @@ LATENCY = bentoml.metrics.Histogram(
     labelnames=["endpoint"], buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5, 2, 8, 30))
 REJECTED = bentoml.metrics.Counter(
     name="decisioning_rejected", documentation="Requests refused (bad input, missing token)", labelnames=["reason"])
+LEARNED = bentoml.metrics.Counter(
+    name="decisioning_learned_decisions", documentation="Decisions the policies learned from (POST /learn)")
+RETRAIN_DUE = bentoml.metrics.Gauge(
+    name="decisioning_retraining_due", documentation="Drift status of `decisioning drift`: 1 retraining due, "
+    "0 not due, -1 unknown (no status file)", multiprocess_mode="livemax")
+DRIFT_ALARMS = bentoml.metrics.Gauge(
+    name="decisioning_drift_alarms", documentation="Alarms of the last drift check (-1 unknown)",
+    multiprocess_mode="livemax")
+DRIFTED_FEATURES = bentoml.metrics.Gauge(
+    name="decisioning_drifted_features", documentation="Features found drifted by the last drift check "
+    "(-1 unknown)", multiprocess_mode="livemax")
+
+
+class LearnRequest(BaseModel):
+    """Learn now from the decision log: every decision whose attribution window closed by ``as_of``
+    and that the policy has not learned from yet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    as_of: datetime | None = Field(None, description="the time the log is joined at (UTC if naive); default "
+                                   "now. Giving it means the caller drives a simulated clock: the service's "
+                                   "wall-clock learning timer then stands down")
+
+
+class LearnResponse(BaseModel):
+    as_of: str
+    learned: int = Field(description="decisions learned from in this call")
+    skipped_no_context: int = Field(description="matured decisions without logged context (not learned)")
+    seconds: float
+    versions: dict[str, dict[str, str]] = Field(description="per A/B arm: policy version before and after")
+    saved: list[str] = Field(description="policy files written")
+
+
+class DriftWatcher:
+    """Keeps the drift gauges equal to ``<workspace>/reports/drift_status.json``: re-read when
+    its modification time changes (checked every ``interval`` seconds, and on demand)."""
+
+    def __init__(self, reports: Path, interval: float = 2.0):
+        self.path = Path(reports) / "drift_status.json"
+        self.interval = interval
+        self._seen: tuple | None = ()
+        self._stop = threading.Event()
+        self.check()
+        threading.Thread(target=self._loop, name="drift-status", daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # never let the watcher die on a half-written or odd file
+                logger.exception("reading %s failed", self.path)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def check(self) -> None:
+        try:
+            st = self.path.stat()
+            key = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key == self._seen:
+            return
+        due, alarms, drifted = -1.0, -1.0, -1.0
+        if key is not None:
+            try:
+                status = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                return  # being written: the next check reads it whole
+            due = 1.0 if status.get("retrain_due") else 0.0
+            alarms = float(status.get("n_alarms", len(status.get("alarms") or [])))
+            drifted = _drifted_features(status, self.path.parent)
+        RETRAIN_DUE.set(due)
+        DRIFT_ALARMS.set(alarms)
+        DRIFTED_FEATURES.set(drifted)
+        self._seen = key
+
+
+def _drifted_features(status: dict, folder: Path) -> float:
+    if "drifted_features" in status:
+        return float(status["drifted_features"])
+    try:
+        summary = json.loads((folder / "drift.json").read_text())
+        return float((summary.get("feature_drift") or {}).get("drifted", -1))
+    except (OSError, ValueError, TypeError):
+        return -1.0
 
 
 class BearerAuth:
@@ -100,7 +205,7 @@ def _count(endpoint: str, decisions: list[DecisionResponse]) -> None:
         DECISIONS.labels(endpoint=endpoint, fallback=fb, ab_arm=ab, send=snd).inc(k)
 
 
-@bentoml.service(name="decisioning", workers=1, traffic={"timeout": 300})
+@bentoml.service(name="decisioning", workers=1, threads=8, traffic={"timeout": 300})
 class DecisionService:
     """Decides whether, on which channel, with which offer and when to contact a customer."""
 
@@ -108,8 +213,18 @@ class DecisionService:
         from core.workspace import Workspace
         from serving.config import load_serving_config
         from serving.engine import DecisionEngine
+        from serving.learning import PolicyLearner
 
-        self.engine = DecisionEngine.open(Workspace.resolve(), load_serving_config())
+        ws = Workspace.resolve()
+        self.engine = DecisionEngine.open(ws, load_serving_config())
+        self.learner: PolicyLearner | None = None
+        try:
+            self.learner = PolicyLearner(self.engine)
+            self.learner.start(float(os.environ.get(LEARN_ENV, "300")))
+        except (OSError, ValueError, sqlite3.Error) as exc:  # e.g. a read-only workspace: serve, do not learn
+            logger.warning("policy learning disabled: %s", exc)
+            self.learner_error = str(exc)
+        self.drift = DriftWatcher(ws.reports)
 
     @bentoml.api(route="/decide", input_spec=DecisionRequest)
     def decide(self, **kwargs) -> DecisionResponse:
@@ -150,6 +265,21 @@ class DecisionService:
             if k:
                 OUTCOMES.labels(result=name).inc(k)
         return res
+
+    @bentoml.api(route="/learn", input_spec=LearnRequest)
+    def learn(self, **kwargs) -> LearnResponse:
+        """Update the policies from the joined decision log now: every matured decision (attribution
+        window closed by ``as_of``) not learned from yet, as the in-process journey does each day.
+        The updated policy replaces the served one atomically and is saved; versions are returned."""
+        if self.learner is None:
+            raise ServiceUnavailable(f"learning is disabled: {self.learner_error}")
+        try:
+            res = self.learner.learn(LearnRequest(**kwargs).as_of)
+        except InputError as exc:
+            raise _bad_input(exc) from None
+        if res.learned:
+            LEARNED.inc(res.learned)
+        return LearnResponse(**res.as_dict())
 
     @bentoml.api(route="/noop")
     def noop(self) -> dict:
