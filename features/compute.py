@@ -66,7 +66,7 @@ class FeatureConfig(BaseModel):
 
     windows_days: tuple[int, ...] = Field((7, 30, 90, 180), description="RFM windows, days")
     fatigue_days: tuple[int, ...] = Field((1, 7), description="recent-contact windows, days")
-    activity_days: tuple[int, ...] = Field((7, 30), description="activity-count windows, days")
+    activity_days: tuple[int, ...] = Field((7, 30, 90), description="activity-count windows, days")
     cadence_days: int = Field(1, ge=1, description="snapshot grid step, days (1 = every UTC midnight)")
     heartbeat_days: int = Field(
         7, ge=0,
@@ -83,6 +83,9 @@ class FeatureConfig(BaseModel):
     never_days: float = Field(999.0, gt=0.0, description="'days since' value for something that never happened")
     default_timezone: str = Field("Asia/Shanghai", description="time zone of a customer without a valid one")
     chunk_customers: int = Field(100_000, ge=1, description="customers computed at once (bounds memory)")
+    order_hour_weight: int = Field(
+        3, ge=0, description="weight of an order against one event in the combined active-hour estimate "
+                             "(an order is one independent visit; a session writes ~2.5 events at one time)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,6 +156,9 @@ def _feature_groups(c: FeatureConfig) -> tuple[FeatureGroup, ...]:
             _f("avg_order_value", "float", 0.0, "revenue_total / orders_total (0 without orders)"),
             _f("offer_order_share", "float", 0.0, "share of orders that redeemed an offer"),
             _f("last_order_ts", "float", nan, "last order, epoch seconds (input of days_since_last_order)"),
+            _f("order_span_days", "float", 0.0, "days from the first to the last order (0 with < 2 orders); "
+               "with days_since_last_order: the customer's age as a buyer"),
+            _f("order_days_total", "int", 0, "distinct UTC days with an order"),
         ),
     )
     prefs = FeatureGroup(
@@ -203,6 +209,7 @@ def _feature_groups(c: FeatureConfig) -> tuple[FeatureGroup, ...]:
             *(_f(f"events_{d}d", "int", 0, f"events in the last {d} days") for d in c.activity_days),
             _f("events_total", "int", 0, "events ever"),
             _f("last_event_ts", "float", nan, "last event, epoch seconds (input of days_since_last_event)"),
+            _f("event_span_days", "float", 0.0, "days from the first to the last event (0 with < 2 events)"),
         ),
     )
     hours = FeatureGroup(
@@ -218,6 +225,10 @@ def _feature_groups(c: FeatureConfig) -> tuple[FeatureGroup, ...]:
             _f("act_weekend_share", "float", 2.0 / 7, "smoothed share of events on local Sat/Sun"),
             _f("open_hour_mean", "float", 12.0, "circular mean local hour of message opens"),
             _f("opens_total", "int", 0, "message opens ever, all channels"),
+            _f("order_hour_mean", "float", 12.0, "circular mean local hour of orders (12 without orders)"),
+            _f("act_order_hour_mean", "float", 12.0, "circular mean local hour of events and orders together "
+               "(an order weighs order_hour_weight events): the best single estimate of the active hour"),
+            _f("act_order_hour_concentration", "float", 0.0, "resultant length of the same hours, 0 .. 1"),
         ),
     )
     request = FeatureGroup(
@@ -514,6 +525,15 @@ class _Timeline:
         out[has] = self.seconds[i[has] - 1]
         return out
 
+    def first(self, code, seconds) -> np.ndarray:
+        """Epoch seconds of the customer's first row before ``seconds`` (NaN if none): (n,) float64."""
+        i = self.index(code, seconds)
+        s0 = self.start[code]
+        has = i > s0
+        out = np.full(len(i), np.nan)
+        out[has] = self.seconds[s0[has]]
+        return out
+
     def entries(self) -> tuple[np.ndarray, np.ndarray]:
         """(customer code, epoch seconds) of every row."""
         code = np.repeat(np.arange(len(self.start) - 1), np.diff(self.start))
@@ -585,6 +605,17 @@ class _Chunk:
         self.order_cats = _Timeline(oc, os_, n, counts=_onehot(cat_codes, len(c.categories)))
         offer_codes = pd.Categorical(o["offer"], categories=list(c.offers)).codes
         self.redeemed = _Timeline(oc, os_, n, counts=_onehot(offer_codes, len(c.offers)))
+        # the first order of each UTC day (distinct purchase days, BG/NBD's repeat-purchase unit)
+        okd = (oc >= 0) & (os_ >= 0)
+        idx = np.flatnonzero(okd)
+        day_key = oc[idx] * np.int64(1 << 31) + os_[idx] // DAY
+        order = np.lexsort((os_[idx], day_key))
+        k_sorted = day_key[order]
+        first_of_day = idx[order][np.concatenate(([True], k_sorted[1:] != k_sorted[:-1]))] if len(idx) else idx
+        self.order_days = _Timeline(oc[first_of_day], os_[first_of_day], n)
+        ohr = np.zeros(len(o), np.int64)
+        ohr[okd], _, _ = _local_parts(os_[okd], self.tz[oc[okd]])
+        self.order_hours = _Timeline(oc[okd], os_[okd], n, counts=_onehot(ohr[okd], 24))
 
         # events -------------------------------------------------------------------------
         e = data.events
@@ -638,7 +669,7 @@ class _Chunk:
         if group == "activity":
             return [(self.events, (0, *c.activity_days))]
         if group == "active_hours":
-            return [(self.events, (0,)), (self.all_opens, (0,))]
+            return [(self.events, (0,)), (self.all_opens, (0,)), (self.order_hours, (0,))]
         raise KeyError(group)
 
     def change_points(self, group: str, horizon: int) -> tuple[np.ndarray, np.ndarray]:
@@ -696,6 +727,9 @@ class _Chunk:
             out["avg_order_value"] = np.where(n > 0, s[:, 0] / np.maximum(n, 1) / 100.0, 0.0)
             out["offer_order_share"] = np.where(n > 0, s[:, 1] / np.maximum(n, 1), 0.0)
             out["last_order_ts"] = self.orders.last(code, t)
+            first = self.orders.first(code, t)
+            out["order_span_days"] = np.where(n > 1, np.round((out["last_order_ts"] - first) / DAY, 6), 0.0)
+            out["order_days_total"] = self.order_days.count(code, t)
         elif group == "preferences":
             k = len(c.categories)
             for tl, prefix in ((self.order_cats, "order_share"), (self.view_cats, "view_share")):
@@ -736,6 +770,9 @@ class _Chunk:
                 out[f"events_{d}d"] = self.events.count_window(code, t, d)
             out["events_total"] = self.events.count(code, t)
             out["last_event_ts"] = self.events.last(code, t)
+            ne = out["events_total"]
+            span = np.round((out["last_event_ts"] - self.events.first(code, t)) / DAY, 6)
+            out["event_span_days"] = np.where(ne > 1, span, 0.0)
         elif group == "active_hours":
             n = self.events.count(code, t)
             counts = self.events.bucket_counts(code, t)
@@ -755,6 +792,10 @@ class _Chunk:
             open_hours = self.all_opens.bucket_counts(code, t)
             out["open_hour_mean"], _ = _circular_mean_hour(open_hours, 12.0)
             out["opens_total"] = open_hours.sum(axis=1)
+            order_hours = self.order_hours.bucket_counts(code, t)
+            out["order_hour_mean"], _ = _circular_mean_hour(order_hours, 12.0)
+            both = hours.astype(np.int64) + c.order_hour_weight * order_hours.astype(np.int64)
+            out["act_order_hour_mean"], out["act_order_hour_concentration"] = _circular_mean_hour(both, 12.0)
         else:
             raise KeyError(group)
         return out
@@ -1032,12 +1073,13 @@ def features_as_of(
                     continue
                 for name, v in ch.values(g.name, code, tt).items():
                     cols[name][r] = v
-    out = pd.DataFrame({ENTITY: ids, "known": known,
-                        REQUEST_TIME: pd.to_datetime(req, unit="s", utc=True).astype("datetime64[ns, UTC]")})
+    columns: dict[str, object] = {ENTITY: ids, "known": known,
+                                  REQUEST_TIME: pd.to_datetime(req, unit="s", utc=True).astype("datetime64[ns, UTC]")}
     for g in groups:
         for f in g.features:
             v = cols[f.name]
-            out[f.name] = v if f.dtype == "str" else v.astype(np.int64 if f.dtype == "int" else np.float64)
+            columns[f.name] = v if f.dtype == "str" else v.astype(np.int64 if f.dtype == "int" else np.float64)
+    out = pd.DataFrame(columns)
     demand = on_demand_features(out, config=config)
     return pd.concat([out, demand], axis=1)
 

@@ -188,12 +188,66 @@ class LightGBMBinary(ClassifierMixin, BaseEstimator):
         return tags
 
 
-class PropensityModel(LightGBMBinary):
+class _CustomerModel(LightGBMBinary):
+    """A LightGBMBinary on customer features that, with ``buyer_dynamics=True``, also sees the
+    figures of ``models.derived.BuyerDynamics`` (BG/NBD P(alive) and purchase probability fitted on
+    the training rows, purchase and activity rhythm), computed from the named input columns."""
+
+    def __init__(
+        self,
+        n_estimators: int = 300,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_child_samples: int = 100,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        reg_lambda: float = 1.0,
+        early_stopping_rounds: int | None = 30,
+        n_jobs: int | None = None,
+        random_state: int = 0,
+        buyer_dynamics: bool = True,
+    ):
+        super().__init__(n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
+                         min_child_samples=min_child_samples, subsample=subsample,
+                         colsample_bytree=colsample_bytree, reg_lambda=reg_lambda,
+                         early_stopping_rounds=early_stopping_rounds, n_jobs=n_jobs, random_state=random_state)
+        self.buyer_dynamics = buyer_dynamics
+
+    def fit(self, X, y, sample_weight=None, eval_set=None, callbacks=None):
+        """As ``LightGBMBinary.fit``; with ``buyer_dynamics`` the derived figures' BG/NBD part is
+        fitted on X first (unsupervised: it needs no labels)."""
+        from models.derived import BuyerDynamics
+
+        if not isinstance(self.buyer_dynamics, bool | np.bool_):
+            from models._validation import param_error
+
+            raise param_error("buyer_dynamics", self, "a bool", self.buyer_dynamics)
+        self.dynamics_ = None
+        if self.buyer_dynamics:
+            arr, columns = check_matrix(X, self)
+            if columns is not None:
+                self.dynamics_ = BuyerDynamics(list(columns)).fit(arr, seed=self.random_state)
+                if not self.dynamics_.names():
+                    self.dynamics_ = None
+        return super().fit(X, y, sample_weight=sample_weight, eval_set=eval_set, callbacks=callbacks)
+
+    def _design(self, X: np.ndarray, columns) -> np.ndarray:
+        dyn = getattr(self, "dynamics_", None)
+        if dyn is None:
+            return X
+        return np.column_stack([X, dyn.transform(X)])
+
+    def _model_feature_names(self) -> list[str]:
+        dyn = getattr(self, "dynamics_", None)
+        return self._feature_names() + ([] if dyn is None else dyn.names())
+
+
+class PropensityModel(_CustomerModel):
     """P(purchase within the horizon | features at the cutoff). Label: 1 if the customer orders
     in (cutoff, cutoff + horizon]."""
 
 
-class ChurnModel(LightGBMBinary):
+class ChurnModel(_CustomerModel):
     """P(no purchase within the horizon | an active customer's features at the cutoff). Label: 1
     if an active customer (ordered within the activity window before the cutoff) does not order
     in (cutoff, cutoff + horizon]."""

@@ -99,13 +99,17 @@ class NextBestOfferModel(_OffPolicyBinary):
     Learnt from logged sends with inverse-propensity weights. ``offer_values`` (n, K) is
     P(convert | x, offer k) x net value of the order under offer k (``Offer.net_value`` of the
     expected order value: the context column ``value_column`` where positive, else the mean value
-    of converted sends seen in fit). ``predict`` returns the offer code of highest value.
+    of converted sends seen in fit). ``predict`` returns the offer code of highest value, shrunk
+    toward ``default_offer_`` (the offer of highest mean predicted value over the fitted rows):
+    another offer is chosen only when its value beats the default's by ``min_relative_uplift``.
+    The personal differences rest on few conversions, so small ones are mostly noise.
     """
 
     _action_params = ("offer_column",)
 
     def __init__(self, offer_column: str = "offer", catalog: Catalog | None = None,
                  value_column: str | None = None, weighting: str = "ipw", max_weight: float = 20.0,
+                 min_relative_uplift: float = 1.0,
                  n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 8,
                  min_child_samples: int = 300, subsample: float = 0.8, colsample_bytree: float = 0.8,
                  reg_lambda: float = 1.0, early_stopping_rounds: int | None = 30, n_jobs: int | None = None,
@@ -119,6 +123,7 @@ class NextBestOfferModel(_OffPolicyBinary):
         self.value_column = value_column
         self.weighting = weighting
         self.max_weight = max_weight
+        self.min_relative_uplift = min_relative_uplift
 
     def _catalog(self) -> Catalog:
         return DEFAULT_CATALOG if self.catalog is None else self.catalog
@@ -133,6 +138,14 @@ class NextBestOfferModel(_OffPolicyBinary):
         sends (``conversion_model_``; a constant rate when too few clicks). Clicks are several times more frequent than conversions,
         so the offer's appeal is learnt from far more positives.
         """
+        check_number(self.min_relative_uplift, "min_relative_uplift", self, low=0.0)
+        self._fit_stages(X, y, propensity, value, clicked, eval_set, callbacks)
+        # the default offer: highest mean predicted value over (a seeded sample of) the fitted rows
+        rows = np.random.default_rng(self.random_state).permutation(len(X))[:5000]
+        self.default_offer_ = int(np.argmax(self.offer_values(X.iloc[np.sort(rows)]).mean(axis=0)))
+        return self
+
+    def _fit_stages(self, X, y, propensity, value, clicked, eval_set, callbacks):
         if clicked is None:
             if hasattr(self, "conversion_model_"):
                 del self.conversion_model_
@@ -151,8 +164,8 @@ class NextBestOfferModel(_OffPolicyBinary):
         second = clone(self).set_params(early_stopping_rounds=None,
                                         min_child_samples=max(5, self.min_child_samples // 4))
         p_sub = None if propensity is None else np.asarray(propensity, dtype=np.float64)[m]
-        second.fit(X.loc[m].reset_index(drop=True), yy[m], propensity=p_sub,
-                   value=None if value is None else np.asarray(value, dtype=np.float64)[m])
+        second._fit_stages(X.loc[m].reset_index(drop=True), yy[m], p_sub,
+                           None if value is None else np.asarray(value, dtype=np.float64)[m], None, None, None)
         self.conversion_model_ = second
         return self
 
@@ -245,8 +258,16 @@ class NextBestOfferModel(_OffPolicyBinary):
         return p * _net_values(self._catalog(), v)
 
     def predict(self, X) -> np.ndarray:
-        """(n,) code of the offer with the highest expected net value."""
-        return np.argmax(self.offer_values(X), axis=1)
+        """(n,) code of the offer with the highest expected net value, or ``default_offer_`` unless
+        the best beats it by ``min_relative_uplift`` (relative to the default's value)."""
+        v = self.offer_values(X)
+        best = np.argmax(v, axis=1)
+        default = getattr(self, "default_offer_", None)
+        if default is None:
+            return best
+        rows = np.arange(len(best))
+        keep = v[rows, best] > (1.0 + self.min_relative_uplift) * v[:, default]
+        return np.where(keep, best, default)
 
 
 def _net_values(catalog: Catalog, order_value: np.ndarray) -> np.ndarray:

@@ -228,12 +228,24 @@ def model_columns(frame: pd.DataFrame, names: list[str]) -> list[str]:
 
 class ComputedFeatures:
     """A FeatureSource without Feast: the same feature code (``features.compute``), computed as of
-    each row's timestamp. Used when the Feast repo is not applied, and by fast unit tests."""
+    each row's timestamp. Used when the Feast repo is not applied, and by fast unit tests.
+
+    Computed rows are reused within one training job: the propensity and churn sets ask for the
+    same customers at the same cutoffs (churn's rows are a subset), and next-best-offer and
+    send-time for the same logged sends. Rows at a few shared timestamps (cutoffs) are kept per
+    (timestamp, customer); a request of many distinct timestamps (sends) is kept whole, keyed by
+    its content, for the next identical request.
+    """
+
+    #: at most this many distinct timestamps are cached row by row; more: the whole frame
+    _PER_TIME_MAX = 64
 
     def __init__(self, workspace: Workspace | None = None, data=None):
         from features.compute import ProfileData
 
         self._data = data if data is not None else ProfileData.load(workspace.profiles)
+        self._by_time: dict[int, pd.DataFrame] = {}
+        self._whole: tuple[str, pd.DataFrame] | None = None
 
     def feature_names(self, service: str) -> list[str]:
         from features.compute import feature_defs
@@ -244,15 +256,56 @@ class ComputedFeatures:
         except ImportError:
             return list(feature_defs())
 
-    def training_set(self, service: str, entity_df: pd.DataFrame) -> pd.DataFrame:
+    def _compute(self, ids: np.ndarray, times) -> pd.DataFrame:
         from features.compute import features_as_of
 
+        return features_as_of(self._data, times, customer_ids=ids)
+
+    def _features(self, entity_df: pd.DataFrame) -> pd.DataFrame:
+        """Every feature of the entity rows (same row order, fresh RangeIndex)."""
+        ids = entity_df["customer_id"].to_numpy()
+        times = pd.to_datetime(entity_df["event_timestamp"], utc=True).reset_index(drop=True)
+        stamps = times.astype("int64").to_numpy()
+        uniq = np.unique(stamps)
+        if len(uniq) > self._PER_TIME_MAX:
+            key = fingerprint_rows(ids, stamps)
+            if self._whole is not None and self._whole[0] == key:
+                return self._whole[1]
+            f = self._compute(ids, times).reset_index(drop=True)
+            self._whole = (key, f)
+            return f
+        parts = []
+        for t in uniq:
+            rows = np.flatnonzero(stamps == t)
+            want = pd.Index(ids[rows]).unique()
+            cached = self._by_time.get(int(t))
+            missing = want if cached is None else want.difference(cached.index)
+            if len(missing):
+                new = self._compute(missing.to_numpy(dtype=object), pd.Timestamp(int(t), tz="UTC"))
+                new.index = pd.Index(missing, name=None)
+                cached = new if cached is None else pd.concat([cached, new])
+                self._by_time[int(t)] = cached
+            got = cached.loc[ids[rows]]
+            got.index = rows
+            parts.append(got)
+        return pd.concat(parts).sort_index().reset_index(drop=True)
+
+    def training_set(self, service: str, entity_df: pd.DataFrame) -> pd.DataFrame:
         names = self.feature_names(service)
-        f = features_as_of(self._data, entity_df["event_timestamp"],
-                           customer_ids=entity_df["customer_id"].to_numpy())
-        f.index = entity_df.index
+        f = self._features(entity_df)
         keep = [n for n in names if n in f and n not in entity_df]
-        return pd.concat([entity_df, f[keep]], axis=1)
+        out = f[keep]
+        out.index = entity_df.index
+        return pd.concat([entity_df, out], axis=1)
+
+
+def fingerprint_rows(ids: np.ndarray, stamps: np.ndarray) -> str:
+    """A content key of (customer id, timestamp) rows."""
+    import hashlib
+
+    h = hashlib.sha256(pd.util.hash_pandas_object(pd.Series(ids), index=False).to_numpy().tobytes())
+    h.update(np.ascontiguousarray(stamps).tobytes())
+    return h.hexdigest()
 
 
 def open_feature_source(workspace: Workspace) -> tuple[FeatureSource, str]:

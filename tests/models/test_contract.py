@@ -156,8 +156,10 @@ def test_ipw_corrects_a_logging_policy_that_favours_a_bad_offer():
     p_conv = np.where(offer == 0, 0.10, np.where(X["a"] < 0, 0.16, 0.04))
     y = (rng.random(n) < p_conv).astype(int)
     X["offer"] = offer
-    m = models.offpolicy.NextBestOfferModel(catalog=_two_offers(), n_estimators=60, num_leaves=4).fit(
-        X, y, propensity=prop)
+    # min_relative_uplift=0: this test is about the IPW-corrected values, not the shrinkage toward
+    # the default offer (offer 1's 60 % uplift for a < 0 is below the default threshold of 100 %)
+    m = models.offpolicy.NextBestOfferModel(catalog=_two_offers(), n_estimators=60, num_leaves=4,
+                                            min_relative_uplift=0.0).fit(X, y, propensity=prop)
     test = pd.DataFrame({"a": [-1.0, 1.0], "offer": 0})
     assert m.predict(test).tolist() == [1, 0]
 

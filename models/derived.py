@@ -1,0 +1,110 @@
+"""Buyer dynamics derived from a customer's feature columns, for the propensity and churn models.
+
+Trees split one column at a time, so they approximate ratios and the classic buy-till-you-die
+posterior poorly. ``BuyerDynamics`` computes them once from the stored features, by column name:
+
+* BG/NBD (Fader, Hardie and Lee 2005) on (x, t_x, T) = (distinct purchase days - 1, days from the
+  first to the last order, days since the first order), fitted on the training rows:
+  ``bg_p_alive`` and ``bg_p_buy_30d`` (P(alive) x P(the Poisson clock rings within 30 days));
+* purchase rhythm: ``order_rate`` (purchase days per day as a buyer), ``order_overdue``
+  (days since the last order x that rate: how many purchases the customer "owes"),
+  ``order_trend`` (orders in the last 30 days against the 60 before, per 30 days);
+* activity rhythm (churn cuts sessions): ``event_rate`` (events per day since the first event),
+  ``event_overdue`` (days since the last event x that rate), ``event_trend_30d`` and
+  ``event_trend_90d`` (recent events against the lifetime rate).
+
+Every input is an existing feature of ``features.compute``; a missing column skips the figures
+that need it, so a model trained on orders only still works.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_BG = ("order_days_total", "order_span_days", "days_since_last_order", "orders_total")
+_EVENTS = ("events_total", "event_span_days", "days_since_last_event")
+HORIZON = 30.0
+
+
+class BuyerDynamics:
+    """Column positions of the inputs and the fitted BG/NBD parameters (a plain picklable object)."""
+
+    def __init__(self, columns: list[str]):
+        self.index = {c: i for i, c in enumerate(columns)}
+        self.bg_params: tuple[float, float, float, float] | None = None
+
+    def _has(self, names) -> bool:
+        return all(n in self.index for n in names)
+
+    def _col(self, M: np.ndarray, name: str) -> np.ndarray:
+        return np.nan_to_num(M[:, self.index[name]].astype(np.float64), nan=0.0)
+
+    def summary(self, M: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x, t_x, T, buyer) per row: BG/NBD's summary; non-buyers get x = t_x = 0, T = 1."""
+        buyer = self._col(M, "orders_total") > 0
+        x = np.where(buyer, np.maximum(self._col(M, "order_days_total") - 1.0, 0.0), 0.0)
+        t_x = np.where(buyer, np.maximum(self._col(M, "order_span_days"), 0.0), 0.0)
+        T = np.where(buyer, t_x + np.maximum(self._col(M, "days_since_last_order"), 0.0), 1.0)
+        return x, t_x, np.maximum(T, np.maximum(t_x, 1e-3)), buyer
+
+    def fit(self, M: np.ndarray, seed: int = 0, max_rows: int = 30_000) -> BuyerDynamics:
+        """Fit BG/NBD on the buyers among the rows (a seeded sample of at most ``max_rows``)."""
+        if not self._has(_BG):
+            return self
+        from models.btyd import BGNBDClassifier
+
+        x, t_x, T, buyer = self.summary(M)
+        rows = np.flatnonzero(buyer)
+        if len(rows) < 50:
+            return self
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, max_rows, replace=False))
+        bg = BGNBDClassifier(horizon_days=HORIZON).fit(np.column_stack([x[rows], t_x[rows], T[rows]]))
+        p = bg.params_
+        self.bg_params = (p["r"], p["alpha"], p["a"], p["b"])
+        return self
+
+    def names(self) -> list[str]:
+        out = []
+        if self._has(_BG):
+            out += ["order_rate", "order_overdue"]
+            if self.bg_params is not None:
+                out += ["bg_p_alive", "bg_p_buy_30d"]
+        if self._has(("orders_30d", "orders_90d")):
+            out.append("order_trend")
+        if self._has(_EVENTS):
+            out += ["event_rate", "event_overdue"]
+            if "events_30d" in self.index:
+                out.append("event_trend_30d")
+            if "events_90d" in self.index:
+                out.append("event_trend_90d")
+        return out
+
+    def transform(self, M: np.ndarray) -> np.ndarray:
+        """(n, d) features -> (n, len(names())) derived columns."""
+        cols = []
+        if self._has(_BG):
+            x, t_x, T, buyer = self.summary(M)
+            rate = np.where(buyer, (x + 1.0) / np.maximum(T, 1.0), 0.0)
+            cols += [rate, np.where(buyer, rate * np.maximum(self._col(M, "days_since_last_order"), 0.0), np.nan)]
+            if self.bg_params is not None:
+                r, alpha, a, b = self.bg_params
+                xm = np.where(x > 0, x, 1.0)
+                odds = (a / (b + xm - 1.0)) * np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + t_x)))
+                alive = np.where(x > 0, 1.0 / (1.0 + odds), 1.0)
+                ring = 1.0 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + HORIZON)))
+                cols += [np.where(buyer, alive, np.nan), np.where(buyer, alive * ring, np.nan)]
+        if self._has(("orders_30d", "orders_90d")):
+            o30, o90 = self._col(M, "orders_30d"), self._col(M, "orders_90d")
+            cols.append(o30 - (o90 - o30) / 2.0)
+        if self._has(_EVENTS):
+            n = self._col(M, "events_total")
+            since = np.maximum(self._col(M, "days_since_last_event"), 0.0)
+            age = np.maximum(self._col(M, "event_span_days") + since, 1.0)
+            rate = np.where(n > 0, n / age, 0.0)
+            cols += [rate, np.where(n > 0, rate * since, np.nan)]
+            if "events_30d" in self.index:
+                cols.append(self._col(M, "events_30d") / (30.0 * rate + 0.1))
+            if "events_90d" in self.index:
+                cols.append(self._col(M, "events_90d") / (90.0 * rate + 0.1))
+        return np.column_stack(cols) if cols else np.zeros((M.shape[0], 0))
