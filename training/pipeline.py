@@ -62,7 +62,7 @@ class TrainConfig(BaseModel):
                                     "history end minus the horizon")
     horizon_days: int = Field(30, ge=1, description="label window after each cutoff, days")
     trials: int = Field(10, ge=0, description="Optuna trials per model (0: default hyperparameters)")
-    timeout_seconds: float | None = Field(30.0, gt=0, description="tuning time budget per model, seconds")
+    timeout_seconds: float | None = Field(20.0, gt=0, description="tuning time budget per model, seconds")
     seed: int = Field(0, ge=0, description="seed of sampling, tuning and models")
     n_train_cutoffs: int = Field(4, ge=1, description="training cutoffs before the validation cutoff")
     step_days: int = Field(14, ge=1, description="days between training cutoffs")

@@ -49,7 +49,7 @@ def _summary(res: dict) -> str:
 @click.option("--horizon-days", type=int, default=None, help="Label window after each cutoff [default 30].")
 @click.option("--trials", type=int, default=None, help="Optuna trials per model; 0 = no tuning [default 10].")
 @click.option("--timeout", "timeout_seconds", type=float, default=None,
-              help="Tuning time budget per model, seconds [default 30].")
+              help="Tuning time budget per model, seconds [default 20].")
 @click.option("--seed", type=int, default=None, help="Seed of tuning and models [default 0].")
 @click.option("--storage", default=None,
               help="Optuna storage URL (e.g. sqlite:///optuna.db) [default: in memory].")
