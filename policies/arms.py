@@ -43,6 +43,7 @@ class ArmSpace:
     offer_level: np.ndarray = field(init=False, repr=False)
     slot_level: np.ndarray = field(init=False, repr=False)
     _index: dict[str, int] = field(init=False, repr=False)
+    _is_send: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.channels or not self.offers or not self.slots:
@@ -73,6 +74,9 @@ class ArmSpace:
             arr.flags.writeable = False
             set_(self, name, arr)
         set_(self, "_index", {a: i for i, a in enumerate(ids)})
+        is_send = self.channel >= 0
+        is_send.flags.writeable = False
+        set_(self, "_is_send", is_send)
 
     @classmethod
     def build(
@@ -106,8 +110,8 @@ class ArmSpace:
 
     @property
     def is_send(self) -> np.ndarray:
-        """(K,) bool: the arm sends a message."""
-        return self.channel >= 0
+        """(K,) bool: the arm sends a message (computed once; read-only, copy it to modify)."""
+        return self._is_send
 
     def index(self, arm_ids: Sequence[str] | str) -> np.ndarray | int:
         """Index of one arm id, or (n,) int64 indices of a sequence of them."""

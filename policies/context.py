@@ -1,9 +1,10 @@
 """The policy's customer context: a numeric matrix built from ``features.compute`` features.
 
 One function, :func:`context_matrix`, turns a features frame (as ``features.compute.features_as_of``
-returns it) into the (n, d) float matrix a policy takes, with the column names of
-:data:`CONTEXT_COLUMNS`. The warm start (history) and the journey (each day) call the same
-function, so the policy sees the same features in both.
+returns it), or a mapping of feature arrays (the serving path), into the (n, d) float matrix a
+policy takes, with the column names of :data:`CONTEXT_COLUMNS`. The warm start (history), the
+journey (each day) and the decision service call the same function, so the policy sees the same
+features in all of them.
 
 During a journey the slowly moving features (RFM, rates, activity pattern) are computed once at
 the start; the contact features that the journey itself changes every day (recent sends, days
@@ -13,8 +14,11 @@ since the last contact, unsubscribes) are refreshed from the sends so far by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from core.types import CHANNELS
 
@@ -80,8 +84,15 @@ def hour_fit(mean_hour: np.ndarray, concentration: np.ndarray, hours=FIT_HOURS) 
     return np.exp(kappa * (np.cos(angle) - 1.0))
 
 
-def context_matrix(features: pd.DataFrame) -> np.ndarray:
-    """(n, d) float64 context, columns CONTEXT_COLUMNS, from a features frame (n rows)."""
+def context_matrix(features: pd.DataFrame | Mapping[str, ArrayLike]) -> np.ndarray:
+    """(n, d) float64 context, columns CONTEXT_COLUMNS, from a features frame (n rows) or a
+    mapping of feature name -> (n,) numeric array (the serving path: no DataFrame, no per-column
+    pandas calls; the same values as the frame, which goes through ``pd.to_numeric``)."""
+    if not isinstance(features, pd.DataFrame):
+        try:
+            return _context_arrays(features)
+        except (TypeError, ValueError):  # text in a column: coerce it as a frame does
+            return context_matrix(pd.DataFrame({k: np.asarray(v).ravel() for k, v in features.items()}))
     cols: list[np.ndarray] = []
 
     def num(name: str) -> np.ndarray:
@@ -103,6 +114,38 @@ def context_matrix(features: pd.DataFrame) -> np.ndarray:
     cols += list(fit.T)
     cols.append(100.0 / np.maximum(np.nan_to_num(num("avg_order_value"), nan=100.0), 15.0))
     return np.column_stack(cols)
+
+
+_CONTACT_DAYS = np.array([f.startswith("days_") for f in CONTACT_FEATURES])
+_BIG = np.finfo(np.float64).max
+
+
+def _fill(x: np.ndarray, nan: float = 0.0) -> np.ndarray:
+    """np.nan_to_num(x, nan=nan) of a float64 array (NaN -> ``nan``, +-inf -> the largest finite
+    floats), without its Python-level overhead."""
+    return np.clip(np.where(np.isnan(x), nan, x), -_BIG, _BIG)
+
+
+def _context_arrays(features: Mapping[str, ArrayLike]) -> np.ndarray:
+    """context_matrix of a mapping of arrays, block by block (same arithmetic per element)."""
+    n = np.asarray(features[LOG_FEATURES[0]]).shape[0]
+
+    def block(names) -> np.ndarray:
+        return np.array([features[f] for f in names], dtype=np.float64).reshape(len(names), n).T
+
+    def num(name: str) -> np.ndarray:
+        return np.asarray(features[name], dtype=np.float64).reshape(n)
+
+    parts = [np.log1p(np.maximum(_fill(block(LOG_FEATURES)), 0.0)), _fill(block(RAW_FEATURES))]
+    angle = 2 * np.pi * _fill(block(CYCLIC_FEATURES), nan=12.0) / 24.0
+    parts.append(np.stack([np.cos(angle), np.sin(angle)], axis=2).reshape(n, 2 * len(CYCLIC_FEATURES)))
+    parts.append(np.log1p(np.clip(_fill(block(RECENCY_FEATURES), nan=NEVER_DAYS), 0.0, 365.0)))
+    contact = block(CONTACT_FEATURES)
+    contact = np.where(_CONTACT_DAYS, _fill(contact, nan=NEVER_DAYS), _fill(contact, nan=0.0))
+    parts.append(np.where(_CONTACT_DAYS, np.log1p(np.clip(contact, 0.0, 30.0)), contact))
+    parts.append(hour_fit(num("act_hour_mean"), num("act_hour_concentration")))
+    parts.append((100.0 / np.maximum(_fill(num("avg_order_value"), nan=100.0), 15.0))[:, None])
+    return np.concatenate(parts, axis=1)
 
 
 class ContactFeatures:

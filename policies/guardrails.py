@@ -16,6 +16,11 @@ chosen arm is the true probability of what happened. The guardrails, in the orde
 
 After sampling, :meth:`Guardrails.settle` releases the reservations the chosen arms did not use.
 No-send is always eligible.
+
+Speed (one request of the decision service is a batch of one): what depends only on the arm space
+and the config is planned once per Guardrails (``_ArmPlan``); the send-time grid of a time zone is
+memoised per UTC quarter hour (exact, see ``_zone_times``); frequency caps return at once without
+relevant sends; a few customers or time zones are matched without building pandas objects.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -165,6 +171,39 @@ def _next_local(now: pd.Timestamp, tz: str, hour: int, shift: int) -> np.datetim
     return np.datetime64(at.tz_localize(None).as_unit("ns").to_datetime64())
 
 
+_QUARTER_NS = 15 * 60 * 10**9
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ZONES: dict[str, ZoneInfo | None] = {}
+
+
+def quarter_stable(zone: str, end_ns: int) -> bool:
+    """The zone's UTC offset is a whole number of quarter hours and the same over the UTC quarter
+    hour (end - 15 min, end] (``end_ns``: ns since the epoch, a multiple of 15 minutes)."""
+    zi = _ZONES.get(zone, False)
+    if zi is False:
+        try:
+            zi = ZoneInfo(str(zone))
+        except Exception:
+            zi = None
+        _ZONES[str(zone)] = zi
+    if zi is None:
+        return False
+    start_us = (end_ns - _QUARTER_NS) // 1000 + 1
+    first = (_EPOCH + timedelta(microseconds=start_us)).astimezone(zi).utcoffset()
+    last = (_EPOCH + timedelta(microseconds=end_ns // 1000)).astimezone(zi).utcoffset()
+    return first == last and first is not None and first.total_seconds() % 900 == 0
+
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, Sequence]:
+    """pd.factorize of a few strings without pandas (same codes, uniques in order of appearance)."""
+    if len(values) <= 64 and all(isinstance(v, str) for v in values):
+        seen: dict[str, int] = {}
+        codes = np.fromiter((seen.setdefault(v, len(seen)) for v in values), dtype=np.int64,
+                            count=len(values))
+        return codes, list(seen)
+    return pd.factorize(pd.Series(values, dtype=object))
+
+
 @dataclass(frozen=True, eq=False)
 class SendHistory:
     """Previous sends, indexed once for frequency caps (so a day's batches share the work).
@@ -183,7 +222,7 @@ class SendHistory:
         """From a frame with customer_id, channel (name) and send_at (UTC); rows with an unknown
         channel are ignored."""
         if frame is None or len(frame) == 0:
-            return cls(pd.Index([], dtype=object), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+            return _EMPTY_HISTORY
         missing = {"customer_id", "channel", "send_at"} - set(frame.columns)
         if missing:
             raise InputError(f"recent sends lack columns {sorted(missing)}")
@@ -201,6 +240,10 @@ class SendHistory:
 
     def __len__(self) -> int:
         return len(self.code)
+
+
+_EMPTY_HISTORY = SendHistory(pd.Index([], dtype=object), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                             np.zeros(0, np.int64))
 
 
 def _to_ns(values) -> np.ndarray:
@@ -282,7 +325,9 @@ class Guardrails:
         self.names = self._names()
         self._hour_plan = self._plan_hours()
         self._holdout_cache: dict[str, bool] = {}
-        self._times_cache: dict[tuple, np.ndarray] = {}
+        self._times_cache: dict[tuple[str, int], np.ndarray] = {}  # (zone, UTC quarter end) -> (C, S)
+        self._exact_cache: dict[tuple[int, str], np.ndarray] = {}  # (instant, zone) -> (C, S)
+        self._plan = _ArmPlan.build(self)
 
     # -- static plans ----------------------------------------------------------------------------
     def _names(self) -> tuple[str, ...]:
@@ -311,18 +356,42 @@ class Guardrails:
         return hour, shift, removed
 
     def _zone_times(self, now_utc: pd.Timestamp, zone: str) -> np.ndarray:
-        """(C, S) UTC send times of every (channel, slot) for customers in ``zone`` (memoised)."""
-        key = (now_utc.value, zone)
+        """(C, S) UTC send times of every (channel, slot) for customers in ``zone``, memoised per
+        (zone, UTC quarter hour).
+
+        Exact: the next local ``hour`` at or after ``now`` depends on ``now`` only through the
+        local date and which whole local hours have passed. In a zone whose UTC offset is a
+        multiple of 15 minutes and constant over the quarter hour (q - 15 min, q], whole local
+        hours fall on UTC quarter marks, so every ``now`` in that interval has the same grid. In
+        other cases (historic offsets, a transition inside the quarter) the grid is memoised per
+        exact instant only.
+        """
+        end = -(-int(now_utc.value) // _QUARTER_NS) * _QUARTER_NS
+        key = (zone, end)
         got = self._times_cache.get(key)
-        if got is None:
-            a, (_, shift_plan, _) = self.arms, self._hour_plan
-            got = np.array([[_next_local(now_utc, zone, int(a.slots[si]), int(shift_plan[ci, si]))
-                             for si in range(len(a.slots))] for ci in range(len(a.channels))],
-                           dtype="datetime64[ns]")
+        if got is not None:
+            return got
+        if quarter_stable(zone, end):
+            got = self._zone_times_exact(now_utc, zone)
             if len(self._times_cache) > 4096:
                 self._times_cache.clear()
             self._times_cache[key] = got
+            return got
+        exact_key = (int(now_utc.value), zone)
+        got = self._exact_cache.get(exact_key)
+        if got is None:
+            got = self._zone_times_exact(now_utc, zone)
+            if len(self._exact_cache) > 4096:
+                self._exact_cache.clear()
+            self._exact_cache[exact_key] = got
         return got
+
+    def _zone_times_exact(self, now_utc: pd.Timestamp, zone: str) -> np.ndarray:
+        """(C, S) UTC send times of every (channel, slot) for customers in ``zone``, computed."""
+        a, (_, shift_plan, _) = self.arms, self._hour_plan
+        return np.array([[_next_local(now_utc, zone, int(a.slots[si]), int(shift_plan[ci, si]))
+                          for si in range(len(a.slots))] for ci in range(len(a.channels))],
+                        dtype="datetime64[ns]")
 
     def _holdout(self, customer_ids: np.ndarray) -> np.ndarray:
         """Holdout membership, memoised per customer (the hash never changes for a config)."""
@@ -371,14 +440,12 @@ class Guardrails:
         """
         if decided_at.tzinfo is None:
             raise InputError("decided_at must carry a time zone (UTC)")
-        a, cfg = self.arms, self.config
+        a, cfg, plan = self.arms, self.config, self._plan
         n, K = len(audience), a.n_arms
-        send = a.is_send
-        cl, sl = a.channel_level.astype(np.int64), a.slot_level.astype(np.int64)
-        ch_global = a.channel.astype(np.int64)
+        send = plan.send
         mask = np.ones((n, K), dtype=bool)
         acted = np.zeros((n, len(self.names)), dtype=bool)
-        col = {name: i for i, name in enumerate(self.names)}
+        col = plan.col
 
         def remove(name: str, blocked: np.ndarray) -> None:
             """blocked: (n, K) bool, never on no-send."""
@@ -390,25 +457,17 @@ class Guardrails:
         holdout = self._holdout(audience.customer_id)
         remove("holdout", holdout[:, None] & send[None, :])
         # consent and reachability: (n, 4) -> (n, K)
-        safe_ch = np.where(send, ch_global, 0)
         if cfg.require_consent:
-            remove("consent", ~audience.consent[:, safe_ch] & send[None, :])
+            remove("consent", ~audience.consent[:, plan.safe_ch] & send[None, :])
         if cfg.require_reachable:
-            remove("reachability", ~audience.reachable[:, safe_ch] & send[None, :])
+            remove("reachability", ~audience.reachable[:, plan.safe_ch] & send[None, :])
         # quiet hours: same plan for every customer (local time)
-        hour_plan, shift_plan, removed_plan = self._hour_plan
-        arm_hour = np.where(send, hour_plan[np.maximum(cl, 0), np.maximum(sl, 0)], -1)
-        arm_shift = np.where(send, shift_plan[np.maximum(cl, 0), np.maximum(sl, 0)], 0)
-        arm_removed = send & removed_plan[np.maximum(cl, 0), np.maximum(sl, 0)]
-        moved = send & (arm_shift > 0)
-        remove("quiet_hours", np.broadcast_to(arm_removed, (n, K)))
-        acted[:, col["quiet_hours"]] |= (mask & moved[None, :]).any(axis=1)
+        remove("quiet_hours", np.broadcast_to(plan.arm_removed, (n, K)))
+        acted[:, col["quiet_hours"]] |= (mask & plan.moved[None, :]).any(axis=1)
         # offer eligibility
-        cat_offers = [(o, self.catalog[o].category) for o in a.offers if self.catalog[o].category]
-        if cfg.require_category_interest and cat_offers:
+        if cfg.require_category_interest and plan.cat_offers:
             blocked = np.zeros((n, K), dtype=bool)
-            for o, cat in cat_offers:
-                arms_o = a.arms_where(offer=o)
+            for arms_o, cat in plan.cat_offers:
                 if audience.category_interest is None or cat not in CATEGORIES:
                     ok = np.zeros(n, dtype=bool)
                 else:
@@ -417,83 +476,75 @@ class Guardrails:
             remove("offer_eligibility", blocked)
         # send times of every (customer, channel level, slot level)
         C, S = len(a.channels), len(a.slots)
-        tz_code, zones = pd.factorize(pd.Series(audience.timezone, dtype=object))
+        tz_code, zones = _factorize(audience.timezone)
         now_utc = pd.Timestamp(decided_at).tz_convert("UTC")
-        per_zone = np.empty((len(zones), C, S), dtype="datetime64[ns]")
-        for zi, zone in enumerate(zones):
-            per_zone[zi] = self._zone_times(now_utc, zone)
-        times = per_zone[tz_code] if n else np.empty((0, C, S), dtype="datetime64[ns]")
+        if len(zones) == 1:
+            times = np.broadcast_to(self._zone_times(now_utc, zones[0]), (n, C, S))
+        else:
+            per_zone = np.empty((len(zones), C, S), dtype="datetime64[ns]")
+            for zi, zone in enumerate(zones):
+                per_zone[zi] = self._zone_times(now_utc, zone)
+            times = per_zone[tz_code] if n else np.empty((0, C, S), dtype="datetime64[ns]")
         send_at = np.empty((n, K), dtype="datetime64[ns]")
-        now64 = np.datetime64(pd.Timestamp(decided_at).tz_convert("UTC").tz_localize(None).as_unit("ns"))
+        now64 = np.datetime64(now_utc.tz_localize(None).as_unit("ns"))
         send_at[:, ~send] = now64
-        send_at[:, send] = times[:, cl[send], sl[send]]
+        send_at[:, send] = times[:, plan.cl_send, plan.sl_send]
         # frequency caps over sliding windows
         if cfg.frequency_caps:
             self._caps(audience, recent_sends, times, mask, remove)
         # budgets: coupon inventory, then SMS spend
         reservations: list[_Reservation] = []
-        day = pd.Timestamp(decided_at).tz_convert("UTC").date().isoformat()
+        day = now_utc.date().isoformat()
         order = None
-        for o in a.offers:
-            limit = self.inventory_limit(o)
-            if limit is None:
-                continue
-            arms_o = a.arms_where(offer=o)
+        for o, limit, arms_o in plan.inventory:
             order = _priority(audience.customer_id, day) if order is None else order
             res = self._reserve(self.coupon_key(o), float(limit), 1.0, arms_o, mask, order, reserve)
             remove("coupon_inventory", (~res.granted)[:, None] & arms_o[None, :])
             if reserve:
                 reservations.append(res)
-        if cfg.sms_daily_budget is not None and Channel.SMS in a.channels:
-            arms_sms = a.arms_where(channel=Channel.SMS)
-            unit = float(self.reward_config.channel_cost.get(Channel.SMS, 0.0))
-            if unit > 0:
-                order = _priority(audience.customer_id, day) if order is None else order
-                res = self._reserve(self.sms_budget_key(decided_at), float(cfg.sms_daily_budget), unit,
-                                    arms_sms, mask, order, reserve)
-                remove("sms_budget", (~res.granted)[:, None] & arms_sms[None, :])
-                if reserve:
-                    reservations.append(res)
+        if plan.sms is not None:
+            arms_sms, unit = plan.sms
+            order = _priority(audience.customer_id, day) if order is None else order
+            res = self._reserve(f"sms_spend:{day}", float(cfg.sms_daily_budget), unit,
+                                arms_sms, mask, order, reserve)
+            remove("sms_budget", (~res.granted)[:, None] & arms_sms[None, :])
+            if reserve:
+                reservations.append(res)
         mask[:, NO_SEND_INDEX] = True
-        send_hour = np.broadcast_to(arm_hour.astype(np.int8), (n, K)).copy()
+        send_hour = np.broadcast_to(plan.arm_hour8, (n, K)).copy()
         return Eligibility(
             decided_at=decided_at, mask=mask, send_at=send_at, send_hour=send_hour,
             holdout=holdout, acted=acted, names=self.names, reservations=reservations,
         )
 
     def _caps(self, audience, recent_sends, times, mask, remove) -> None:
-        a, n = self.arms, len(audience)
-        cl, sl = a.channel_level.astype(np.int64), a.slot_level.astype(np.int64)
-        send = a.is_send
+        plan, n = self._plan, len(audience)
         hist = recent_sends if isinstance(recent_sends, SendHistory) else SendHistory.from_frame(recent_sends)
-        pos = pd.Index(audience.customer_id).get_indexer(hist.customers)  # unique sender -> row of this batch
-        ci = pos[hist.code] if len(hist) else np.zeros(0, dtype=np.int64)
+        if len(hist) == 0 and plan.caps_min_sends >= 1:
+            return  # no send in the history: no cap can be full
+        ci = _batch_rows(audience.customer_id, hist)
         keep = ci >= 0
         ci, rch, rt = ci[keep], hist.channel[keep], hist.send_at[keep]
-        tnum = times.astype(np.int64)  # (n, C, S)
-        for cap in self.config.frequency_caps:
-            name = f"{cap.name}:{cap.window_hours:g}h"
-            window = int(round(cap.window_hours * 3600e9))
-            if cap.channel is None:
-                sel = np.ones(len(ci), dtype=bool)
-                arms_cap = send
-            else:
-                if Channel(cap.channel) not in a.channels:
-                    continue
-                sel = rch == CHANNELS.index(Channel(cap.channel))
-                arms_cap = a.arms_where(channel=cap.channel)
-            counts = np.zeros(times.shape, dtype=np.int64)
-            if sel.any():
-                c_i, t_i = ci[sel], rt[sel]
+        if not len(ci) and plan.caps_min_sends >= 1:
+            return  # none of the history's sends is by a customer of this batch
+        C, S = times.shape[1], times.shape[2]
+        for name, window, channel, arms_cap, max_sends in plan.caps:
+            sel = slice(None) if channel is None else rch == channel
+            c_i, t_i = ci[sel], rt[sel]
+            if not len(c_i) and max_sends >= 1:
+                continue  # no send on the cap's channel(s): it cannot be full
+            counts = np.zeros(n * C * S, dtype=np.int64)
+            if len(c_i):
                 # a send at t shares a sliding window with a candidate at s when |t - s| < window
                 # (sends already scheduled later than s count too: the window ending at them would
                 # contain the candidate)
-                s_c = tnum[c_i]  # (R, C, S)
-                inside = (t_i[:, None, None] > s_c - window) & (t_i[:, None, None] < s_c + window)
-                np.add.at(counts, c_i, inside.astype(np.int64))
-            full = counts >= cap.max_sends  # (n, C, S)
-            blocked = np.zeros((n, a.n_arms), dtype=bool)
-            blocked[:, send] = full[:, cl[send], sl[send]]
+                s_c = times[c_i].view(np.int64).reshape(len(c_i), C * S)  # (R, C*S)
+                inside = (t_i[:, None] > s_c - window) & (t_i[:, None] < s_c + window)
+                cell = c_i[:, None] * (C * S) + np.arange(C * S)
+                counts = np.bincount(cell[inside], minlength=n * C * S)
+            full = (counts >= max_sends).reshape(n, C, S)
+            blocked = np.zeros((n, self.arms.n_arms), dtype=bool)
+            blocked[:, plan.send] = full[:, plan.cl_send, plan.sl_send]
             remove(name, blocked & arms_cap[None, :])
 
     def _reserve(self, key, limit, unit, arms_b, mask, order, reserve) -> _Reservation:
@@ -524,6 +575,74 @@ class Guardrails:
             spent[res.key] = float(used.sum() * res.unit)
         eligibility.settled = True
         return spent
+
+
+def _batch_rows(customer_id: np.ndarray, hist: SendHistory) -> np.ndarray:
+    """(r,) row of this batch of each send of ``hist`` (-1: not a customer of the batch)."""
+    if not len(hist):
+        return np.zeros(0, dtype=np.int64)
+    n = len(customer_id)
+    if n <= 64 and len(hist.customers) <= 64:
+        rows = {c: i for i, c in enumerate(customer_id)}
+        if len(rows) == n:  # unique ids (pandas' get_indexer would refuse duplicates)
+            pos = np.fromiter((rows.get(c, -1) for c in hist.customers), dtype=np.int64,
+                              count=len(hist.customers))
+            return pos[hist.code]
+    pos = pd.Index(customer_id).get_indexer(hist.customers)  # unique sender -> row of this batch
+    return pos[hist.code]
+
+
+@dataclass(frozen=True, eq=False)
+class _ArmPlan:
+    """What apply needs of the arm space and the config, computed once per Guardrails."""
+
+    col: dict[str, int]
+    send: np.ndarray  # (K,) bool
+    cl_send: np.ndarray  # channel / slot level of the send arms
+    sl_send: np.ndarray
+    safe_ch: np.ndarray  # (K,) index into CHANNELS (0 for no-send)
+    arm_hour8: np.ndarray  # (K,) int8 local hour a send goes out at, -1 for no-send
+    arm_removed: np.ndarray  # (K,) bool removed by quiet hours
+    moved: np.ndarray  # (K,) bool moved by quiet hours
+    cat_offers: list[tuple[np.ndarray, str]]  # (arms of the offer, its category)
+    inventory: list[tuple[str, int, np.ndarray]]  # (offer, limit, its arms)
+    sms: tuple[np.ndarray, float] | None  # (SMS arms, unit cost) when the SMS budget applies
+    caps: list[tuple[str, int, int | None, np.ndarray, int]]  # (name, window ns, channel, arms, max)
+    caps_min_sends: int
+
+    @classmethod
+    def build(cls, g: Guardrails) -> _ArmPlan:
+        a, cfg = g.arms, g.config
+        send = a.is_send
+        cl, sl = a.channel_level.astype(np.int64), a.slot_level.astype(np.int64)
+        hour_plan, shift_plan, removed_plan = g._hour_plan
+        arm_hour = np.where(send, hour_plan[np.maximum(cl, 0), np.maximum(sl, 0)], -1)
+        arm_shift = np.where(send, shift_plan[np.maximum(cl, 0), np.maximum(sl, 0)], 0)
+        cat_offers = [(a.arms_where(offer=o), g.catalog[o].category) for o in a.offers if g.catalog[o].category]
+        inventory = [(o, lim, a.arms_where(offer=o)) for o in a.offers
+                     if (lim := g.inventory_limit(o)) is not None]
+        sms = None
+        if cfg.sms_daily_budget is not None and Channel.SMS in a.channels:
+            unit = float(g.reward_config.channel_cost.get(Channel.SMS, 0.0))
+            if unit > 0:
+                sms = (a.arms_where(channel=Channel.SMS), unit)
+        caps = []
+        for cap in cfg.frequency_caps:
+            if cap.channel is not None and Channel(cap.channel) not in a.channels:
+                continue
+            caps.append((f"{cap.name}:{cap.window_hours:g}h", int(round(cap.window_hours * 3600e9)),
+                         None if cap.channel is None else CHANNELS.index(Channel(cap.channel)),
+                         send if cap.channel is None else a.arms_where(channel=cap.channel), int(cap.max_sends)))
+        return cls(
+            col={name: i for i, name in enumerate(g.names)},
+            send=send, cl_send=cl[send], sl_send=sl[send],
+            safe_ch=np.where(send, a.channel.astype(np.int64), 0),
+            arm_hour8=arm_hour.astype(np.int8),
+            arm_removed=send & removed_plan[np.maximum(cl, 0), np.maximum(sl, 0)],
+            moved=send & (arm_shift > 0),
+            cat_offers=cat_offers, inventory=inventory, sms=sms, caps=caps,
+            caps_min_sends=min((c[4] for c in caps), default=1),
+        )
 
 
 def now_utc() -> datetime:

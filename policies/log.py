@@ -216,8 +216,12 @@ def _check_distribution(r: DecisionRecord) -> None:
                          f"they sum to {total!r}")
 
 
+#: json.dumps(obj, separators=(",", ":"), allow_nan=False) without building an encoder per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(obj) -> str:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(obj)
 
 
 class DecisionLog:

@@ -21,11 +21,11 @@ The safe rule is a marketer's rule under the same guardrails: ``rule_channel`` a
 local with ``rule_offer`` when allowed, else no-send; its logged propensity is 1.
 
 Speed (bench/serving.py measures it against bare floors): no DataFrame on the decide path (the
-features stay arrays; the context is policies.context.context_matrix computed on them, checked
-against it on the first call); one indexed query for this service's own recent sends; the
-profiles' recent sends indexed once at start; each model predicts once on a float matrix; send-time
-grids cached per time zone and UTC quarter hour (QuarterHourGuardrails); concurrent requests share
-one durable commit (GroupCommit), each answered only after its own records are committed.
+features stay arrays; the context is policies.context.context_matrix of the arrays); one indexed
+query for this service's own recent sends; the profiles' recent sends indexed once at start; each
+model predicts once on a float matrix; send-time grids cached per time zone and UTC quarter hour
+(by policies.guardrails.Guardrails itself); concurrent requests share one durable commit
+(GroupCommit), each answered only after its own records are committed.
 """
 
 from __future__ import annotations
@@ -173,7 +173,6 @@ class DecisionEngine:
         self._offer_net = [(o.net_value(1.0) - o.net_value(0.0), o.net_value(0.0)) for o in cat.offers]
         self._offer_coef = np.asarray(self._offer_net, dtype=np.float64).reshape(len(self._offer_net), 2)
         self._names: dict[int, tuple[object, list[str]]] = {}  # estimator -> its feature names
-        self._fast_context: bool | None = None  # None: not yet checked against context_matrix
 
     @property
     def history_sends(self) -> pd.DataFrame | None:
@@ -201,7 +200,7 @@ class DecisionEngine:
 
         workspace.decisions.mkdir(parents=True, exist_ok=True)
         ledger = BudgetLedger(workspace.decisions / "budget.sqlite")
-        guard = QuarterHourGuardrails(arms, layer.guardrails, ledger=ledger)
+        guard = Guardrails(arms, layer.guardrails, ledger=ledger)
         decision_log = DecisionLog(workspace.decisions / "decisions.sqlite",
                                    synchronous="FULL" if config.durable else "NORMAL")
         reader, reader_error = None, None
@@ -503,24 +502,8 @@ class DecisionEngine:
         return SendHistory(pd.Index(uniq, dtype=object), code, ch, at)
 
     def _context(self, cols: dict[str, np.ndarray], n: int) -> np.ndarray:
-        """policies.context.context_matrix of the features, computed on the arrays (no DataFrame).
-        The first call checks the fast path against context_matrix itself; if they ever differ
-        (the context definition changed), the engine warns and uses context_matrix from then on."""
-        if self._fast_context is not False:
-            try:
-                X = _context_fast(cols, n)
-            except Exception:  # a column the fast path does not know how to read
-                X = None
-            if self._fast_context is None:
-                ref = context_matrix(pd.DataFrame(cols))
-                ok = X is not None and X.shape == ref.shape and np.array_equal(X, ref, equal_nan=True)
-                self._fast_context = ok
-                if not ok:
-                    log.warning("the fast context differs from policies.context.context_matrix: using the latter")
-                return ref
-            if X is not None:
-                return X
-        return context_matrix(pd.DataFrame(cols))
+        """policies.context.context_matrix of the feature arrays (no DataFrame)."""
+        return context_matrix(cols)
 
     def _audience(self, ids: list[str], cols: dict[str, np.ndarray]) -> Audience:
         n = len(ids)
@@ -819,59 +802,8 @@ class GroupCommit:
                 e[1] = exc
 
 
-_QUARTER_NS = 15 * 60 * 10**9
-
-
-class QuarterHourGuardrails(Guardrails):
-    """The guardrails, with the send-time grid of a time zone cached per UTC quarter hour instead
-    of per instant (Guardrails caches by the exact decision time, so every request of a live
-    service missed and recomputed ~30 pandas time-zone conversions).
-
-    Exact: the next local ``hour`` at or after ``now`` depends on ``now`` only through the local
-    date and which whole local hours have passed. In a zone whose UTC offset is a multiple of 15
-    minutes and constant over the quarter hour (q - 15 min, q], whole local hours fall on UTC
-    quarter marks, so every ``now`` in that interval has the same grid. Other cases (historic
-    offsets, a transition inside the quarter) are computed as before. Tested against Guardrails.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._quarter_cache: dict[tuple[str, int], np.ndarray] = {}
-
-    def _zone_times(self, now_utc: pd.Timestamp, zone: str) -> np.ndarray:
-        end = -(-int(now_utc.value) // _QUARTER_NS) * _QUARTER_NS
-        key = (zone, end)
-        got = self._quarter_cache.get(key)
-        if got is not None:
-            return got
-        if not _quarter_stable(zone, end):
-            return super()._zone_times(now_utc, zone)
-        got = super()._zone_times(now_utc, zone)
-        if len(self._quarter_cache) > 4096:
-            self._quarter_cache.clear()
-        self._quarter_cache[key] = got
-        return got
-
-
-_ZONES: dict[str, ZoneInfo | None] = {}
-
-
-def _quarter_stable(zone: str, end_ns: int) -> bool:
-    """The zone's UTC offset is a whole number of quarter hours and the same over (end - 15 min, end]."""
-    zi = _ZONES.get(zone, False)
-    if zi is False:
-        try:
-            zi = ZoneInfo(str(zone))
-        except Exception:
-            zi = None
-        _ZONES[str(zone)] = zi
-    if zi is None:
-        return False
-    start_us = (end_ns - _QUARTER_NS) // 1000 + 1
-    first = (_EPOCH + timedelta(microseconds=start_us)).astimezone(zi).utcoffset()
-    last = (_EPOCH + timedelta(microseconds=end_ns // 1000)).astimezone(zi).utcoffset()
-    return first == last and first is not None and first.total_seconds() % 900 == 0
-
+#: Guardrails caches send-time grids per time zone and UTC quarter hour itself now.
+QuarterHourGuardrails = Guardrails
 
 _CH_CODE = {c: i for i, c in enumerate(CH)}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -945,32 +877,6 @@ class _SendIndex:
         length = np.fromiter((s[1] - s[0] for _, s in hits), dtype=np.int64, count=len(hits))
         src = np.repeat(start - np.cumsum(length) + length, length) + np.arange(length.sum())
         return np.repeat(pos, length), self.channel[src], self.send_at[src]
-
-
-def _context_fast(cols: dict[str, np.ndarray], n: int) -> np.ndarray:
-    """policies.context.context_matrix on the feature arrays, block by block (no DataFrame, no
-    per-column pandas calls). The engine checks it against context_matrix before relying on it."""
-    from policies import context as pc
-
-    def block(names) -> np.ndarray:
-        return np.array([cols[f] for f in names], dtype=np.float64).reshape(len(names), n).T
-
-    def num(name: str) -> np.ndarray:
-        return np.asarray(cols[name], dtype=np.float64)
-
-    parts = [np.log1p(np.maximum(np.nan_to_num(block(pc.LOG_FEATURES)), 0.0)),
-             np.nan_to_num(block(pc.RAW_FEATURES))]
-    angle = 2 * np.pi * np.nan_to_num(block(pc.CYCLIC_FEATURES), nan=12.0) / 24.0
-    parts.append(np.stack([np.cos(angle), np.sin(angle)], axis=2).reshape(n, 2 * len(pc.CYCLIC_FEATURES)))
-    parts.append(np.log1p(np.clip(np.nan_to_num(block(pc.RECENCY_FEATURES), nan=pc.NEVER_DAYS), 0.0, 365.0)))
-    contact = block(pc.CONTACT_FEATURES)
-    days = np.array([f.startswith("days_") for f in pc.CONTACT_FEATURES])
-    contact = np.where(days, np.nan_to_num(contact, nan=pc.NEVER_DAYS), np.nan_to_num(contact, nan=0.0))
-    parts.append(np.where(days, np.log1p(np.clip(contact, 0.0, 30.0)), contact))
-    if hasattr(pc, "hour_fit"):
-        parts.append(pc.hour_fit(num("act_hour_mean"), num("act_hour_concentration")))
-        parts.append((100.0 / np.maximum(np.nan_to_num(num("avg_order_value"), nan=100.0), 15.0))[:, None])
-    return np.concatenate(parts, axis=1)
 
 
 def _order_value_frame(est, get, m: int) -> pd.DataFrame:

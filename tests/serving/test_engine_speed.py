@@ -18,7 +18,7 @@ from policies.arms import ArmSpace
 from policies.config import GuardrailConfig, PolicyLayerConfig
 from policies.context import CONTEXT_COLUMNS, context_matrix
 from policies.guardrails import Audience, Guardrails, SendHistory
-from serving.engine import QuarterHourGuardrails, _context_fast, _SendIndex
+from serving.engine import _SendIndex
 
 ZONES = ["Asia/Shanghai", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kathmandu",
          "America/St_Johns", "Pacific/Chatham", "UTC", "Europe/Berlin", "America/Santiago"]
@@ -29,12 +29,19 @@ def _audience(n: int, rng) -> Audience:
                     rng.random((n, 4)) < 0.8, rng.random((n, 4)) < 0.9, None)
 
 
+class _ExactGuardrails(Guardrails):
+    """The reference: send-time grids computed at every call, no cache."""
+
+    def _zone_times(self, now_utc, zone):
+        return self._zone_times_exact(now_utc, zone)
+
+
 def test_quarter_hour_cache_gives_the_guardrails_send_times():
     """Random instants, many around DST changes and quarter marks, in zones with 30/45-minute
     offsets and 30-minute DST: identical masks, send times and hours."""
     arms = ArmSpace.from_config(PolicyLayerConfig().arms)
     cfg = GuardrailConfig(sms_daily_budget=None, holdout_share=0.0)
-    base, fast = Guardrails(arms, cfg), QuarterHourGuardrails(arms, cfg)
+    base, fast = _ExactGuardrails(arms, cfg), Guardrails(arms, cfg)
     rng = np.random.default_rng(0)
     aud = _audience(40, rng)
     anchors = [datetime(2026, m, d, tzinfo=UTC) for m, d in ((3, 8), (3, 29), (4, 5), (9, 27), (10, 4), (10, 25),
@@ -50,7 +57,7 @@ def test_quarter_hour_cache_gives_the_guardrails_send_times():
         assert np.array_equal(e1.mask, e2.mask), t
         assert np.array_equal(e1.send_at, e2.send_at), t
         assert np.array_equal(e1.send_hour, e2.send_hour), t
-    assert len(fast._quarter_cache) > 0  # the cache was used
+    assert len(fast._times_cache) > 0  # the cache was used
 
 
 def test_array_context_equals_context_matrix():
@@ -67,7 +74,7 @@ def test_array_context_equals_context_matrix():
         cols[name] = v if rng.random() < 0.7 else np.nan_to_num(v).astype(np.int64)
     cols["act_hour_concentration"] = rng.random(n)
     cols["timezone"] = np.array(["Asia/Shanghai"] * n, dtype=object)
-    fast = _context_fast(cols, n)
+    fast = context_matrix(cols)
     ref = context_matrix(pd.DataFrame(cols))
     assert fast.shape == (n, len(CONTEXT_COLUMNS))
     assert np.array_equal(fast, ref, equal_nan=True)
