@@ -169,7 +169,11 @@ class Policy:
     simulated world: no gain at 0.05 or 0.15, so off by default). online_weight: weight of every
     feedback row of the updates after the first one (the first is the off-policy warm start; later
     ones are the policy's own, on-policy feedback), in (0, 1]: tempers how far the policy's own,
-    strongly selected data moves a reward model that cannot be exactly right.
+    strongly selected data moves a reward model that cannot be exactly right. online_weighting:
+    the weighting of those later updates ('none' or 'ips'; None: ``weighting``), so an off-policy
+    warm start can be fitted unweighted while the policy's own feedback is importance-weighted by
+    the exact propensity it was logged with (exploration rows count more, the rows the policy
+    chose because the model liked them less).
 
     Learned state ends with ``_``: ``model_`` (LinearRewardModel), ``center_``/``scale_`` (the
     context scaler, fitted on the first context seen), ``n_updates_``, ``rng_``.
@@ -184,7 +188,8 @@ class Policy:
                  n_scores: int = 0, weighting: Weighting = "none", max_weight: float = 20.0,
                  discount: float = 1.0, model: RewardModel = "funnel", reward_config: RewardConfig | None = None,
                  level_ridge: float | None = 300.0, offer_ridge: float | None = 10_000.0,
-                 focus_ridge: float | None = 30.0, send_cost: float = 0.0, online_weight: float = 1.0):
+                 focus_ridge: float | None = 30.0, send_cost: float = 0.0, online_weight: float = 1.0,
+                 online_weighting: Weighting | None = None):
         self.arms = arms
         self.seed = seed
         self.floor = floor
@@ -202,6 +207,7 @@ class Policy:
         self.focus_ridge = focus_ridge
         self.send_cost = send_cost
         self.online_weight = online_weight
+        self.online_weighting = online_weighting
 
     # -- sklearn-style parameter access ------------------------------------------------------------
     @classmethod
@@ -250,6 +256,9 @@ class Policy:
         if self.weighting not in ("none", "ips"):
             raise InputError(f"The 'weighting' parameter of {owner} must be 'none' or 'ips'; "
                              f"got {self.weighting!r} instead.")
+        if self.online_weighting not in (None, "none", "ips"):
+            raise InputError(f"The 'online_weighting' parameter of {owner} must be None, 'none' or 'ips'; "
+                             f"got {self.online_weighting!r} instead.")
         if float(self.max_weight) < 1:
             raise InputError(f"The 'max_weight' parameter of {owner} must be >= 1; got {self.max_weight!r}.")
         if not 0.0 < float(self.discount) <= 1.0:
@@ -371,13 +380,14 @@ class Policy:
         n = Z.shape[0]
         a, r, p = check_feedback(arms, rewards, propensities, n, self.arms.n_arms, owner)
         S = check_scores(scores, n, self.arms.n_arms, int(self.n_scores), owner)
-        if self.weighting == "ips" and p is None and n:
+        weighting = self._weighting_of_next_update()
+        if weighting == "ips" and p is None and n:
             raise InputError(f"The 'propensities' parameter of {owner} is needed with weighting='ips'; got None.")
         fb = check_feedback_events(feedback, n, owner) if self.needs_feedback else None
         if n == 0:
             return self
         if self.learns:
-            w = self._weights(p, n)
+            w = self._weights(p, n, weighting)
             if self.n_updates_ > 0:
                 w = w * float(self.online_weight)
             if self.model == "funnel":
@@ -408,8 +418,13 @@ class Policy:
         return self.model_.mean(Z, S)
 
     # -- hooks ------------------------------------------------------------------------------------------
-    def _weights(self, p: np.ndarray | None, n: int) -> np.ndarray:
-        if self.weighting == "none" or p is None:
+    def _weighting_of_next_update(self) -> Weighting:
+        """``online_weighting`` for the updates after the first (when set), else ``weighting``."""
+        online = getattr(self, "n_updates_", 0) > 0 and self.online_weighting is not None
+        return self.online_weighting if online else self.weighting
+
+    def _weights(self, p: np.ndarray | None, n: int, weighting: Weighting | None = None) -> np.ndarray:
+        if (weighting or self.weighting) == "none" or p is None:
             return np.ones(n)
         w = 1.0 / p
         w = w / w.mean()
