@@ -35,7 +35,6 @@ class ThompsonSampling(Policy):
 
     def __init__(self, arms: ArmSpace, *, n_draws: int = 32, exploration: float = 0.1, **kwargs):
         kwargs.setdefault("floor", 0.01)
-        kwargs.setdefault("online_weighting", "ips")
         super().__init__(arms, **kwargs)
         self.n_draws = n_draws
         self.exploration = exploration
@@ -146,7 +145,6 @@ class Softmax(Policy):
 
     def __init__(self, arms: ArmSpace, *, temperature: float = 0.05, **kwargs):
         kwargs.setdefault("floor", 0.01)
-        kwargs.setdefault("online_weighting", "ips")
         super().__init__(arms, **kwargs)
         self.temperature = temperature
 
@@ -173,7 +171,6 @@ class Greedy(Policy):
 
     def __init__(self, arms: ArmSpace, **kwargs):
         kwargs.setdefault("floor", 0.01)
-        kwargs.setdefault("online_weighting", "ips")
         super().__init__(arms, **kwargs)
 
     @classmethod
