@@ -257,7 +257,8 @@ class FunnelRewardModel:
         best_o = per_offer.argmax(axis=2)  # (M, n)
         q = np.take_along_axis(per_offer, best_o[..., None], axis=2)  # (M, n, 1)
         per_channel = self.channel_cost + self.reward_config.unsubscribe_penalty * expit(eta_unsub)  # (M, n, C)
-        r = expit(eta_open).reshape(M, n, nc, ns) * q[..., None] - per_channel[..., None]
+        with np.errstate(invalid="ignore"):  # 0 * -inf only where no offer is eligible (masked next)
+            r = expit(eta_open).reshape(M, n, nc, ns) * q[..., None] - per_channel[..., None]
         r = np.where(cs_ok[None], r, -np.inf).reshape(M, n, nc * ns)
         best_cs = r.argmax(axis=2)
         best_r = np.take_along_axis(r, best_cs[..., None], axis=2)[..., 0]
