@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -18,18 +17,13 @@ import time
 import httpx
 import pandas as pd
 import pytest
+from _server import free_port, kill_tree, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CUSTOMERS, DAYS = 600, 3
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(ws, port: int) -> subprocess.Popen:
@@ -40,32 +34,8 @@ def _start(ws, port: int) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    import psutil
-
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    for p in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    proc.wait(timeout=30)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the server exited"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("server not ready")
 
 
 def _log_ids(ws, table: str, column: str) -> set[str]:
@@ -94,10 +64,10 @@ def server(prepared_ws, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     proc = _start(ws, port)
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         yield ws, url
     finally:
-        _kill_tree(proc)
+        kill_tree(proc, wait=True)
 
 
 def _journey(ws, url, days=DAYS, **lane_kw):
@@ -210,7 +180,7 @@ def test_kill_9_during_http_journey(ws_copy):
     url = f"http://127.0.0.1:{port}"
     proc = _start(ws, port)
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         lane, settings, run = _journey(ws, url, retries=0)
         failure: list[BaseException] = []
 
@@ -226,20 +196,20 @@ def test_kill_9_during_http_journey(ws_copy):
         while len(lane.received) < 5 and time.monotonic() < deadline and th.is_alive():
             time.sleep(0.02)
         assert th.is_alive() and len(lane.received) >= 5 and lane.sent_outcomes, "journey ended before the kill"
-        _kill_tree(proc)
+        kill_tree(proc, wait=True)
         th.join(timeout=120)
         assert not th.is_alive() and failure
         from core.errors import DecisioningError
 
         assert isinstance(failure[0], DecisioningError)
     finally:
-        _kill_tree(proc)
+        kill_tree(proc, wait=True)
     received = set(lane.decisions()["decision_id"])
     assert received and received <= _log_ids(ws, "decisions", "decision_id")  # durable before the response
     # restart; re-sent outcomes count once
     proc = _start(ws, port)
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         sent = [o for o in lane.sent_outcomes if o["decision_id"] in received]
         first = lane.client.report_outcomes(sent)
         assert first["unknown_decision"] == 0 and first["accepted"] + first["duplicates"] == len(sent)
@@ -252,5 +222,5 @@ def test_kill_9_during_http_journey(ws_copy):
                           (json.dumps(sorted(ids)),)).fetchone()[0]
         assert n == len(ids)
     finally:
-        _kill_tree(proc)
+        kill_tree(proc, wait=True)
         lane.close()

@@ -4,9 +4,7 @@ outcomes count once after a restart-free re-read of the log)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -15,16 +13,11 @@ import time
 
 import httpx
 import pytest
+from _server import free_port, kill_tree, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(ws, port: int) -> subprocess.Popen:
@@ -35,33 +28,8 @@ def _start(ws, port: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """kill -9 the server and every process it started (BentoML's workers leave its process group)."""
-    import psutil
-
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    for p in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the server exited"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                # readiness of the HTTP layer; the first decide confirms the engine
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("server not ready")
 
 
 def test_real_server_decide_metrics_and_kill_9(ws_copy, customer_ids):
@@ -69,7 +37,7 @@ def test_real_server_decide_metrics_and_kill_9(ws_copy, customer_ids):
     url = f"http://127.0.0.1:{port}"
     proc = _start(ws_copy, port)
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc)
         assert proc.stdout.readline().decode().strip() == url  # the CLI prints the URL
         r = httpx.post(f"{url}/decide", json={"customer_id": customer_ids[0]}, timeout=60)
         assert r.status_code == 200, r.text
@@ -104,12 +72,12 @@ def test_real_server_decide_metrics_and_kill_9(ws_copy, customer_ids):
         deadline = time.monotonic() + 60
         while len(received) < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
-        _kill_tree(proc)
+        kill_tree(proc)
         stop.set()
         t.join(timeout=30)
         assert len(received) >= 20
     finally:
-        _kill_tree(proc)
+        kill_tree(proc)
         proc.wait(timeout=30)
     with sqlite3.connect(ws_copy.decisions / "decisions.sqlite") as conn:
         logged = {r[0] for r in conn.execute("SELECT decision_id FROM decisions")}
