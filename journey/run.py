@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import InputError
+from core.errors import InputError, WorkspaceError
 from core.types import CHANNELS, OutcomeEvent
 from core.workspace import Workspace
 from features.compute import ProfileData, features_as_of
@@ -220,7 +220,36 @@ def run_journey(
     decider: PolicyDecider | None = None,
 ) -> dict:
     """Run the journey and return its figures (the ``decisioning journey --json`` object). With a
-    ``decider``, the policy lane is decided, logged and learned by it (see the module doc)."""
+    ``decider``, the policy lane is decided, logged and learned by it (see the module doc).
+
+    A journey owns its log and budget files (by policy and seed) while it runs: a second journey
+    of the same policy and seed on the same workspace is refused instead of deleting them."""
+    import fcntl
+
+    settings = settings or JourneySettings()
+    config = config or PolicyLayerConfig()
+    workspace.journeys.mkdir(parents=True, exist_ok=True)
+    lock_path = workspace.journeys / f"journey-{config.policy.name}-s{settings.seed}.lock"
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkspaceError(f"another journey of policy '{config.policy.name}' with seed {settings.seed} "
+                                 f"is running on {workspace.root}; wait for it or use another seed") from None
+        try:
+            return _run_journey(workspace, settings, config, reward_config, progress, decider)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run_journey(
+    workspace: Workspace,
+    settings: JourneySettings | None,
+    config: PolicyLayerConfig | None,
+    reward_config: RewardConfig | None,
+    progress: Callable[[str], None] | None,
+    decider: PolicyDecider | None,
+) -> dict:
     from world import ActionBatch, World
 
     settings = settings or JourneySettings()

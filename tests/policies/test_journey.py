@@ -96,3 +96,16 @@ def test_audit_counts_the_policy_logs_sends(tiny, capsys):
 
     sends = DecisionLog(r["log"]).decisions(parse_json=False)
     assert r["violations"]["policy"]["checked_sends"] == int(pd.Series(sends["channel"]).notna().sum())
+
+
+def test_a_second_journey_of_the_same_policy_and_seed_is_refused(tiny):
+    import fcntl
+
+    from core.errors import WorkspaceError
+    from journey.run import JourneySettings, run_journey
+
+    tiny.journeys.mkdir(parents=True, exist_ok=True)
+    with (tiny.journeys / "journey-thompson-s9.lock").open("a") as held:  # a journey in progress
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(WorkspaceError, match="another journey of policy 'thompson' with seed 9"):
+            run_journey(tiny, JourneySettings(days=1, seed=9))
