@@ -142,6 +142,8 @@ def _engine_seconds(url: str) -> tuple[float, float]:
 def http(ws, ids, requests: int) -> dict:
     import httpx
 
+    from serving.client import DecisionClient
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -150,16 +152,8 @@ def http(ws, ids, requests: int) -> dict:
                              str(port), "--workspace", str(ws.root)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("the service did not become ready in 300 s")
+        with DecisionClient(url) as client:
+            client.wait_ready(timeout=300)
         with httpx.Client(timeout=60) as c:  # warm both endpoints
             for i in range(30):
                 c.post(url + "/noop")

@@ -160,6 +160,7 @@ def test_context_matrix_of_arrays_equals_the_frame():
     cols["orders_total"] = np.array([np.inf, -np.inf, -0.0] + [1.0] * (n - 3))
     cols["avg_order_value"] = np.array([np.inf, -np.inf, np.nan] + [80.0] * (n - 3))
     cols["days_since_last_contact"] = np.array([np.inf, -np.inf, np.nan] + [3.0] * (n - 3))
+    cols["timezone"] = np.array(["Asia/Shanghai"] * n, dtype=object)  # extra text columns are ignored
     ref = context_matrix(pd.DataFrame(cols))
     assert ref.shape == (n, len(CONTEXT_COLUMNS))
     assert np.array_equal(context_matrix(cols), ref, equal_nan=True)

@@ -16,7 +16,6 @@ import pytest
 from core.workspace import Workspace
 from policies.arms import ArmSpace
 from policies.config import GuardrailConfig, PolicyLayerConfig
-from policies.context import CONTEXT_COLUMNS, context_matrix
 from policies.guardrails import Audience, Guardrails, SendHistory
 from serving.engine import _SendIndex
 
@@ -59,25 +58,6 @@ def test_quarter_hour_cache_gives_the_guardrails_send_times():
         assert np.array_equal(e1.send_hour, e2.send_hour), t
     assert len(fast._times_cache) > 0  # the cache was used
 
-
-def test_array_context_equals_context_matrix():
-    rng = np.random.default_rng(1)
-    n = 50
-    from policies import context as pc
-
-    names = {*pc.LOG_FEATURES, *pc.RAW_FEATURES, *pc.CYCLIC_FEATURES, *pc.RECENCY_FEATURES, *pc.CONTACT_FEATURES,
-             "act_hour_mean", "act_hour_concentration", "avg_order_value"}
-    cols = {}
-    for name in sorted(names):
-        v = rng.exponential(5.0, n) * rng.choice([-0.1, 1, 50], n)
-        v[rng.random(n) < 0.15] = np.nan
-        cols[name] = v if rng.random() < 0.7 else np.nan_to_num(v).astype(np.int64)
-    cols["act_hour_concentration"] = rng.random(n)
-    cols["timezone"] = np.array(["Asia/Shanghai"] * n, dtype=object)
-    fast = context_matrix(cols)
-    ref = context_matrix(pd.DataFrame(cols))
-    assert fast.shape == (n, len(CONTEXT_COLUMNS))
-    assert np.array_equal(fast, ref, equal_nan=True)
 
 
 def test_send_index_finds_every_send_of_the_asked_customers():
