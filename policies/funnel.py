@@ -23,7 +23,9 @@ unaffected. (What the decomposition leaves out: a coupon redeemed on a purchase 
 would have made anyway; it is small next to the campaign conversions.)
 
 Thompson sampling draws each GLM's parameters from its posterior; the value model's posterior
-mean is used as is.
+mean is used as is. ``add(parts=...)`` lets only some of the GLMs learn from a batch (the
+policies' ``online_parts``: after the warm start, only the open and unsubscribe models learn from
+the policy's own feedback by default).
 
 Priors: the per-level (channel, slot, offer) context weights are shrunk hard (``level_ridge``,
 ``offer_ridge``) except on the few columns that carry a level's effect (``focus_ridge`` on
@@ -103,6 +105,10 @@ OFFER_FOCUS: tuple[str, ...] = (
 )
 
 
+#: the funnel's GLMs, by name (``FunnelRewardModel.add(parts=...)``, the policies' ``online_parts``)
+FUNNEL_PARTS: tuple[str, ...] = ("open", "click", "convert", "unsubscribe", "order_value")
+
+
 def _focus_prior(n_features: int, level: float, focus: float | None, names: tuple[str, ...]):
     """Prior precision of the level blocks' context weights: ``level`` everywhere, ``focus`` on the
     named columns of ``policies.context.CONTEXT_COLUMNS`` (only when the context is that one)."""
@@ -166,31 +172,42 @@ class FunnelRewardModel:
 
     # -- learning -------------------------------------------------------------------------------
     def add(self, Z: np.ndarray, arms: np.ndarray, rewards: np.ndarray, weights: np.ndarray,
-            scores: np.ndarray | None = None, feedback: Feedback | None = None) -> None:
+            scores: np.ndarray | None = None, feedback: Feedback | None = None,
+            parts: tuple[str, ...] | None = None) -> None:
+        """Learn from n logged decisions and their funnel events. ``parts``: the GLMs that learn
+        (names from :data:`FUNNEL_PARTS`; None: all of them), the others keep their posterior."""
         if feedback is None:
             raise InputError("the funnel reward model learns from funnel events: pass feedback=Feedback(...)")
+        learn = set(FUNNEL_PARTS if parts is None else parts)
         X1 = self.with_intercept(Z)
         send = self._send[arms]
         op, cl, cv = feedback.opened & send, feedback.clicked & send, feedback.converted
-        self.open.update(X1[send], self._cs[arms[send]], feedback.opened[send].astype(float), weights[send])
-        self.click.update(X1[op], self._o[arms[op]], feedback.clicked[op].astype(float), weights[op])
-        self.convert.update(X1[cl], self._o[arms[cl]], feedback.converted[cl].astype(float), weights[cl])
-        self.unsubscribe.update(X1[send], self._c[arms[send]], feedback.unsubscribed[send].astype(float),
-                                weights[send])
-        # order value: a clicked conversion redeemed the offer (net -> gross), others are taken as gross
-        has = cv & (feedback.value > 0)
-        gross = feedback.value.copy()
-        red = has & cl
-        o = self._o[arms[red]]
-        gross[red] = (feedback.value[red] + self.fixed_cost[o]) / (1.0 - self.discount[o])
-        self.order_value.update(X1[has], np.zeros(int(has.sum()), dtype=np.int64), np.log(gross[has]),
-                                weights[has])
+        if "open" in learn:
+            self.open.update(X1[send], self._cs[arms[send]], feedback.opened[send].astype(float), weights[send])
+        if "click" in learn:
+            self.click.update(X1[op], self._o[arms[op]], feedback.clicked[op].astype(float), weights[op])
+        if "convert" in learn:
+            self.convert.update(X1[cl], self._o[arms[cl]], feedback.converted[cl].astype(float), weights[cl])
+        if "unsubscribe" in learn:
+            self.unsubscribe.update(X1[send], self._c[arms[send]], feedback.unsubscribed[send].astype(float),
+                                    weights[send])
+        if "order_value" in learn:
+            # a clicked conversion redeemed the offer (net -> gross), others are taken as gross
+            has = cv & (feedback.value > 0)
+            gross = feedback.value.copy()
+            red = has & cl
+            o = self._o[arms[red]]
+            gross[red] = (feedback.value[red] + self.fixed_cost[o]) / (1.0 - self.discount[o])
+            self.order_value.update(X1[has], np.zeros(int(has.sum()), dtype=np.int64), np.log(gross[has]),
+                                    weights[has])
         self.n_obs += len(arms)
 
-    def discount_evidence(self, factor: float) -> None:
-        """Forget old evidence (precision times ``factor``)."""
+    def discount_evidence(self, factor: float, parts: tuple[str, ...] | None = None) -> None:
+        """Forget old evidence (precision times ``factor``) of the GLMs named in ``parts`` (None:
+        all of them)."""
         if factor < 1.0:
-            for m in (self.open, self.click, self.convert, self.unsubscribe, self.order_value):
+            for name in FUNNEL_PARTS if parts is None else parts:
+                m = getattr(self, name)
                 m.precision = m.precision * factor
                 m._chol = None
 

@@ -150,13 +150,13 @@ def test_context_matrix_of_arrays_equals_the_frame():
     from policies import context as pc
 
     names = {*pc.LOG_FEATURES, *pc.RAW_FEATURES, *pc.CYCLIC_FEATURES, *pc.RECENCY_FEATURES, *pc.CONTACT_FEATURES,
-             "act_hour_mean", "act_hour_concentration", "avg_order_value"}
+             *pc.HOUR_FIT_SOURCE, "avg_order_value"}
     cols = {}
     for name in sorted(names):
         v = rng.exponential(5.0, n) * rng.choice([-0.1, 1, 50], n)
         v[rng.random(n) < 0.2] = np.nan
         cols[name] = v if rng.random() < 0.7 else np.nan_to_num(v).astype(np.int64)
-    cols["act_hour_concentration"] = rng.random(n)
+    cols[pc.HOUR_FIT_SOURCE[1]] = rng.random(n)
     cols["orders_total"] = np.array([np.inf, -np.inf, -0.0] + [1.0] * (n - 3))
     cols["avg_order_value"] = np.array([np.inf, -np.inf, np.nan] + [80.0] * (n - 3))
     cols["days_since_last_contact"] = np.array([np.inf, -np.inf, np.nan] + [3.0] * (n - 3))

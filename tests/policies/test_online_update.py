@@ -95,3 +95,41 @@ def test_online_weighting_is_validated_and_needs_propensities():
     pol.update(X, a, r, None, feedback=fb)  # the warm start is unweighted: no propensities needed
     with pytest.raises(InputError, match="propensities"):
         pol.update(X, a, r, None, feedback=fb)
+
+
+def test_online_parts_keep_the_other_funnel_models_at_the_warm_start():
+    """With ``online_parts`` only the named funnel GLMs learn from the updates after the warm
+    start (the default: open and unsubscribe); the warm start itself fits them all, and None
+    updates every one."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(6000, 3))
+    world = SyntheticFunnel(ARMS, X, seed=4)
+    first, second = np.arange(3000), np.arange(3000, 6000)
+    a1 = rng.integers(0, ARMS.n_arms, len(first))
+    r1, fb1 = world.feedback(first, a1)
+    a2 = rng.integers(0, ARMS.n_arms, len(second))
+    r2, fb2 = world.feedback(second, a2)
+    names = ("open", "click", "convert", "unsubscribe", "order_value")
+    assert make_policy("thompson", ARMS).online_parts == ("open", "unsubscribe")
+    means = {}
+    for parts in (None, ("open", "unsubscribe")):
+        pol = make_policy("thompson", ARMS, seed=0, online_parts=parts).initialise(X)
+        pol.update(X[first], a1, r1, feedback=fb1)
+        warm = {k: getattr(pol.model_, k).mean.copy() for k in names}
+        pol.update(X[second], a2, r2, feedback=fb2)
+        means[parts] = {k: (warm[k], getattr(pol.model_, k).mean.copy()) for k in names}
+    for k in names:  # the warm start is the same either way
+        assert np.allclose(means[None][k][0], means[("open", "unsubscribe")][k][0])
+        assert not np.allclose(means[None][k][0], means[None][k][1])  # the default learns everywhere
+    frozen = means[("open", "unsubscribe")]
+    for k in ("click", "convert", "order_value"):
+        assert np.array_equal(frozen[k][0], frozen[k][1]), k
+    for k in ("open", "unsubscribe"):
+        assert not np.allclose(frozen[k][0], frozen[k][1]), k
+        assert np.allclose(frozen[k][1], means[None][k][1])  # the named ones learn as by default
+
+
+@pytest.mark.parametrize("parts", [["opens"], "open", ["open", "value"]])
+def test_online_parts_are_validated(parts):
+    with pytest.raises(InputError, match="online_parts"):
+        make_policy("thompson", ARMS, online_parts=parts)

@@ -52,8 +52,11 @@ def test_context_matrix_appends_the_derived_columns():
     n = 3
     raw = (*pc.LOG_FEATURES, *pc.RAW_FEATURES, *pc.CYCLIC_FEATURES, *pc.RECENCY_FEATURES, *pc.CONTACT_FEATURES)
     frame = pd.DataFrame({c: np.zeros(n) for c in raw})
-    frame["act_hour_mean"] = [10.0, 20.0, np.nan]
-    frame["act_hour_concentration"] = [0.9, 0.9, np.nan]
+    # the hour fit follows the activity of events and orders together, not the events' own mean
+    frame["act_hour_mean"] = [16.0, 4.0, 9.0]
+    frame["act_hour_concentration"] = [0.9, 0.9, 0.9]
+    frame["act_order_hour_mean"] = [10.0, 20.0, np.nan]
+    frame["act_order_hour_concentration"] = [0.9, 0.9, np.nan]
     frame["avg_order_value"] = [50.0, 5.0, np.nan]
     X = context_matrix(frame)
     assert X.shape == (n, len(CONTEXT_COLUMNS)) and np.isfinite(X).all()
