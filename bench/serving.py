@@ -1,16 +1,23 @@
 """Benchmark of the decision service, as ratios against bare floors measured in the same run.
 
-    uv run python -m bench.serving --workspace W [--batch 100000] [--single 200] [--repeats 3]
-                                   [--requests 400] [--skip-http] [--skip-batch] [--out FILE]
+    uv run python -m bench.serving --workspace W [--batch 100000] [--single 200] [--repeats 3] [--skip-single]
+                                   [--requests 400] [--modes NORMAL,FULL] [--skip-http] [--skip-batch]
+                                   [--out FILE]
 
 W must be prepared (simulate, profiles, features apply + materialize, train, champions).
 1. in process: DecisionEngine.decide of one customer vs the bare floor (raw SELECT of the
    customer's online rows + bare Booster.predict of each champion on one row + the policy's bare
    reward arithmetic), interleaved customer by customer so both see the same load; per repeat the
-   medians and their ratio, then the median over repeats;
-2. batch: decide_batch of --batch customers vs a bare vectorised Booster.predict of the same
-   models on as many rows;
-3. HTTP: /decide p50, p99 and req/s at concurrency 1 and 8 against /noop on the same server.
+   medians and their ratio, then the median over repeats; then the engine alone at concurrency 8
+   (threads in process: requests/s and latency, to split an HTTP figure into engine and framework);
+   each for every decision-log mode of --modes (ServingConfig.log_synchronous: NORMAL, the default,
+   survives kill -9 of the service; FULL fsyncs every commit and survives a power cut too);
+2. batch: decide_batch of --batch customers vs its bare floor: the same models' features read
+   for those customers from the same store the cheapest way (the columnar snapshot beside the
+   SQLite store, else its raw rows) + one native Booster.predict per model on the full array;
+   alternating, --repeats times, the median ratio;
+3. HTTP: /decide p50, p99 and req/s at concurrency 1 and 8 against /noop on the same server, one
+   server per mode of --modes (the policy's learning timer off, so every figure sees one policy).
 The machine's load average is printed with each section: absolute times on a shared box are
 noise, the ratios less so. No absolute thresholds: the goals of issue 6 are printed beside the
 figures. Results also go to --out as JSON (default <workspace>/bench/serving.json).
@@ -44,18 +51,18 @@ def load() -> str:
     return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def _engine(ws, durable: bool = True):
+def _engine(ws, sync: str = "NORMAL"):
     from serving.config import ServingConfig
     from serving.engine import DecisionEngine
 
-    return DecisionEngine.open(ws, ServingConfig(refresh_seconds=0, durable=durable), start_refresh=False)
+    return DecisionEngine.open(ws, ServingConfig(refresh_seconds=0, log_synchronous=sync), start_refresh=False)
 
 
-def in_process(ws, ids, n_single: int, repeats: int, durable: bool = True) -> dict:
+def in_process(ws, ids, n_single: int, repeats: int, sync: str = "NORMAL") -> dict:
     from features.online import entity_key_bytes
     from serving.schemas import DecisionRequest
 
-    eng = _engine(ws, durable)
+    eng = _engine(ws, sync)
     try:
         snap = eng.champions.snapshot()
         policy = eng.policy_arms["champion"].policy
@@ -97,30 +104,101 @@ def in_process(ws, ids, n_single: int, repeats: int, durable: bool = True) -> di
                          "decide_cpu_p50_ms": pct(c_dec, 50), "floor_cpu_p50_ms": pct(c_floor, 50),
                          "cpu_ratio_p50": pct(c_dec, 50) / pct(c_floor, 50), "load": os.getloadavg()[0]})
         med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
-        return {"runs": runs, "median": med, "models": len(boosters)}
+        return {"runs": runs, "median": med, "models": len(boosters), "log_synchronous": sync,
+                "concurrent": _concurrent(eng, ids, 8, max(n_single, 200))}
     finally:
         eng.close()
 
 
-def batch(ws, ids, n: int) -> dict:
+def _concurrent(eng, ids, conc: int, n: int) -> dict:
+    """The engine alone, ``conc`` threads deciding at once (as BentoML's request threads do)."""
+    from serving.schemas import DecisionRequest
+
+    lat: list[float] = []
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        for i in range(n // conc):
+            c = ids[(k * 7919 + i * 31 + 17) % len(ids)]
+            t0 = time.perf_counter()
+            eng.decide(DecisionRequest(customer_id=c))
+            dt = time.perf_counter() - t0
+            with lock:
+                lat.append(dt)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(conc)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"concurrency": conc, "req_per_s": len(lat) / wall, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+            "cpu_ms_per_decide": 1e3 * cpu / len(lat), "load": os.getloadavg()[0]}
+
+
+def _bare_batch(ws, many: list[str], boosters) -> tuple[float, str]:
+    """The floor of a batch decide: read the models' features for ``many`` customers from the same
+    store in the cheapest way there is, then one native ``Booster.predict`` per model on the full
+    (n, d) array. Cheapest read: the columnar snapshot the materialiser writes beside the SQLite
+    store (memory-mapped, one gather per column); without one, the raw SELECT of every stored value
+    of those customers (the store's own layout). Features the store does not hold (request-time
+    and action features) are zeros. Returns (seconds, how it read)."""
+    from features.online import FastOnlineReader, OnlineSnapshot, entity_key_bytes, snapshot_path
+
+    reader = FastOnlineReader.open(ws)
+    t0 = time.perf_counter()
+    path = snapshot_path(reader._path)
+    if path.is_file():
+        snap = OnlineSnapshot.load(path)
+        pos = snap.index.get_indexer(pd.Index(many, dtype=object))
+        known = pos >= 0
+        take = np.where(known, pos, 0)
+        for b, names in boosters:
+            M = np.zeros((len(many), len(names)))
+            for j, c in enumerate(names):
+                col = snap.numeric.get(c)
+                if col is not None:
+                    M[:, j] = np.where(known, col[take], np.nan)
+            b.predict(M)
+        how = "snapshot"
+    else:
+        conn = sqlite3.connect(f"file:{reader._path}?mode=ro", uri=True)
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        keys = [entity_key_bytes(c) for c in many]
+        for tb in tables:
+            for i in range(0, len(keys), 900):
+                part = keys[i:i + 900]
+                conn.execute(f'SELECT entity_key, feature_name, value FROM "{tb}" WHERE entity_key IN '
+                             f'({",".join("?" * len(part))})', part).fetchall()
+        for b, names in boosters:
+            b.predict(np.zeros((len(many), len(names))))
+        how = "sqlite rows (no snapshot)"
+    return time.perf_counter() - t0, how
+
+
+def batch(ws, ids, n: int, repeats: int = 3) -> dict:
+    """decide_batch of ``n`` customers against its bare floor (_bare_batch), alternating, ``repeats``
+    times; per repeat the ratio bare / batch, then the medians."""
     from serving.schemas import BatchDecisionRequest
 
     eng = _engine(ws)
     try:
-        boosters = [(est.booster_, len(est.model_feature_names_)) for est in eng.champions.snapshot().models.values()]
+        boosters = [(est.booster_, est.booster_.feature_name()) for est in eng.champions.snapshot().models.values()]
         many = ids[:n]  # unique customers (a batch decides once per customer); capped by the workspace
-        bare = []
-        for _ in range(3):
+        eng.reader.snapshot() if eng.reader is not None and hasattr(eng.reader, "snapshot") else None  # mapped once
+        runs = []
+        for _ in range(repeats):
+            t_bare, how = _bare_batch(ws, many, boosters)
             t0 = time.perf_counter()
-            for b, d in boosters:
-                b.predict(np.zeros((len(many), d)))
-            bare.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        out = eng.decide_batch(BatchDecisionRequest(customer_ids=many, request_time=datetime.now(UTC)))
-        t_batch = time.perf_counter() - t0
-        t_bare = float(np.median(bare))
-        return {"n": len(out), "seconds": t_batch, "decisions_per_s": len(out) / t_batch,
-                "bare_predict_seconds": t_bare, "ratio_vs_bare": t_bare / t_batch, "load": os.getloadavg()[0]}
+            out = eng.decide_batch(BatchDecisionRequest(customer_ids=many, request_time=datetime.now(UTC)))
+            t_batch = time.perf_counter() - t0
+            runs.append({"n": len(out), "seconds": t_batch, "decisions_per_s": len(out) / t_batch,
+                         "bare_seconds": t_bare, "bare_read": how, "ratio_vs_bare": t_bare / t_batch,
+                         "features_from": getattr(eng.reader, "last_source", None), "load": os.getloadavg()[0]})
+        med = {k: float(np.median([r[k] for r in runs])) for k in
+               ("seconds", "decisions_per_s", "bare_seconds", "ratio_vs_bare", "load")}
+        return {"runs": runs, "median": med, "n": runs[0]["n"], "models": len(boosters)}
     finally:
         eng.close()
 
@@ -139,7 +217,9 @@ def _engine_seconds(url: str) -> tuple[float, float]:
     return total, count
 
 
-def http(ws, ids, requests: int) -> dict:
+def http(ws, ids, requests: int, sync: str = "NORMAL") -> dict:
+    import tempfile
+
     import httpx
 
     from serving.client import DecisionClient
@@ -148,9 +228,12 @@ def http(ws, ids, requests: int) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    config = Path(tempfile.mkdtemp(prefix="bench-serving-")) / "serving.yaml"
+    config.write_text(f"log_synchronous: {sync}\n")
+    env = {**os.environ, "DECISIONING_LEARN_SECONDS": "0"}  # one policy for every figure
     proc = subprocess.Popen([sys.executable, "-c", "from decisioning.cli import main; main()", "serve", "--port",
-                             str(port), "--workspace", str(ws.root)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                             str(port), "--workspace", str(ws.root), "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
         with DecisionClient(url) as client:
             client.wait_ready(timeout=300)
@@ -193,6 +276,7 @@ def http(ws, ids, requests: int) -> dict:
         for conc in (1, 8):
             d, n = out[f"/decide@{conc}"], out[f"/noop@{conc}"]
             d["p50_vs_noop"] = d["p50_ms"] / n["p50_ms"]
+            d["req_per_s_vs_noop"] = d["req_per_s"] / n["req_per_s"]
         return out
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -206,8 +290,11 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=200, help="single decisions per repeat")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the in-process measurement")
     ap.add_argument("--requests", type=int, default=400, help="HTTP requests per endpoint and concurrency")
+    ap.add_argument("--modes", default="NORMAL,FULL",
+                    help="decision-log modes to measure (ServingConfig.log_synchronous), comma-separated")
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--skip-batch", action="store_true")
+    ap.add_argument("--skip-single", action="store_true", help="skip the in-process single decisions")
     ap.add_argument("--out", default=None, help="JSON results (default <workspace>/bench/serving.json)")
     a = ap.parse_args()
     from core.workspace import Workspace
@@ -216,39 +303,51 @@ def main() -> None:
     ids = pd.read_parquet(ws.profiles / "profiles.parquet", columns=["customer_id"])["customer_id"].astype(str).tolist()
     res: dict = {"workspace": str(ws.root), "customers": len(ids), "started": datetime.now(UTC).isoformat(),
                  "cpus": os.cpu_count()}
-    print(f"[{load()}] in-process: {a.repeats} x {a.single} single decisions, each beside its bare floor")
-    s = in_process(ws, ids, a.single, a.repeats)
-    res["single"] = s
-    for i, r in enumerate(s["runs"]):
-        print(f"  run {i}: decide p50 {r['decide_p50_ms']:.2f} ms, p99 {r['decide_p99_ms']:.2f} ms; floor p50 "
-              f"{r['floor_p50_ms']:.3f} ms; ratio {r['ratio_p50']:.1f}x; CPU time p50 {r['decide_cpu_p50_ms']:.2f} vs "
-              f"{r['floor_cpu_p50_ms']:.3f} ms, ratio {r['cpu_ratio_p50']:.1f}x (load {r['load']:.1f})")
-    m = s["median"]
-    print(f"in-process decide (median of {a.repeats}): p50 {m['decide_p50_ms']:.2f} ms, p99 {m['decide_p99_ms']:.2f} ms; "
-          f"bare floor p50 {m['floor_p50_ms']:.3f} ms ({s['models']} models); ratio {m['ratio_p50']:.1f}x (goal <= 4x); "
-          f"CPU-time ratio {m['cpu_ratio_p50']:.1f}x")
-    # the same without the fsync of every commit (durable: false), to show what the disk costs
-    s2 = res["single_not_durable"] = in_process(ws, ids, a.single, a.repeats, durable=False)
-    m2 = s2["median"]
-    print(f"  the same with durable: false (no fsync per commit): p50 {m2['decide_p50_ms']:.2f} ms, floor p50 "
-          f"{m2['floor_p50_ms']:.3f} ms, ratio {m2['ratio_p50']:.1f}x; CPU-time ratio {m2['cpu_ratio_p50']:.1f}x "
-          f"(load {os.getloadavg()[0]:.1f})")
+    modes = [m.strip().upper() for m in a.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("NORMAL", "FULL")]
+    if bad or not modes:
+        ap.error(f"--modes: NORMAL and/or FULL, not {a.modes!r}")
+    for mode in [] if a.skip_single else modes:
+        print(f"[{load()}] in-process, log_synchronous {mode}: {a.repeats} x {a.single} single decisions, each "
+              "beside its bare floor")
+        s = in_process(ws, ids, a.single, a.repeats, mode)
+        res["single" if mode == "NORMAL" else f"single_{mode.lower()}"] = s
+        for i, r in enumerate(s["runs"]):
+            print(f"  run {i}: decide p50 {r['decide_p50_ms']:.2f} ms, p99 {r['decide_p99_ms']:.2f} ms; floor p50 "
+                  f"{r['floor_p50_ms']:.3f} ms; ratio {r['ratio_p50']:.1f}x; CPU time p50 {r['decide_cpu_p50_ms']:.2f} "
+                  f"vs {r['floor_cpu_p50_ms']:.3f} ms, ratio {r['cpu_ratio_p50']:.1f}x (load {r['load']:.1f})")
+        m = s["median"]
+        print(f"in-process decide [{mode}] (median of {a.repeats}): p50 {m['decide_p50_ms']:.2f} ms, p99 "
+              f"{m['decide_p99_ms']:.2f} ms; bare floor p50 {m['floor_p50_ms']:.3f} ms ({s['models']} models); "
+              f"ratio {m['ratio_p50']:.1f}x (goal <= 4x); CPU-time ratio {m['cpu_ratio_p50']:.1f}x")
+        cc = s["concurrent"]
+        print(f"  engine alone at concurrency {cc['concurrency']} [{mode}]: {cc['req_per_s']:.0f} decisions/s, p50 "
+              f"{cc['p50_ms']:.2f} ms, p99 {cc['p99_ms']:.2f} ms, {cc['cpu_ms_per_decide']:.2f} ms CPU per decide "
+              f"(load {cc['load']:.1f})")
     if not a.skip_batch:
         print(f"[{load()}] batch of {min(a.batch, len(ids)):,}")
-        b = res["batch"] = batch(ws, ids, a.batch)
-        print(f"batch decide of {b['n']:,}: {b['seconds']:.1f} s, {b['decisions_per_s']:,.0f} decisions/s (goal >= 20k); "
-              f"bare vectorised predict {b['bare_predict_seconds']:.2f} s, ratio {b['ratio_vs_bare']:.3f}x (goal >= 0.5x) "
-              f"(load {b['load']:.1f})")
+        b = res["batch"] = batch(ws, ids, a.batch, a.repeats)
+        for i, r in enumerate(b["runs"]):
+            print(f"  run {i}: batch {r['seconds']:.2f} s ({r['decisions_per_s']:,.0f}/s, features from "
+                  f"{r['features_from']}); bare read ({r['bare_read']}) + {b['models']} predicts {r['bare_seconds']:.2f} s; "
+                  f"ratio {r['ratio_vs_bare']:.3f}x (load {r['load']:.1f})")
+        m = b["median"]
+        print(f"batch decide of {b['n']:,} (median of {len(b['runs'])}): {m['seconds']:.2f} s, {m['decisions_per_s']:,.0f} "
+              f"decisions/s (goal >= 20k); bare read + vectorised predict {m['bare_seconds']:.2f} s, ratio "
+              f"{m['ratio_vs_bare']:.3f}x (goal >= 0.5x) (load {m['load']:.1f})")
     if not a.skip_http:
-        print(f"[{load()}] HTTP: {a.requests} requests per endpoint and concurrency")
-        res["http"] = http(ws, ids, a.requests)
-        for k, v in res["http"].items():
-            extra = f", p50 {v['p50_vs_noop']:.1f}x the no-op's (goal <= 2x, p99 <= 15 ms, >= 250 req/s)" \
-                if "p50_vs_noop" in v else ""
-            if "engine_mean_ms" in v:
-                extra += f"; mean time in the engine {v['engine_mean_ms']:.2f} ms"
-            print(f"HTTP {k}: p50 {v['p50_ms']:.2f} ms, p99 {v['p99_ms']:.2f} ms, {v['req_per_s']:.0f} req/s{extra} "
-                  f"(load {v['load']:.1f})")
+        for mode in modes:
+            print(f"[{load()}] HTTP, log_synchronous {mode}: {a.requests} requests per endpoint and concurrency")
+            h = res["http" if mode == "NORMAL" else f"http_{mode.lower()}"] = http(ws, ids, a.requests, mode)
+            for k, v in h.items():
+                extra = ""
+                if "p50_vs_noop" in v:
+                    extra = (f", p50 {v['p50_vs_noop']:.1f}x the no-op's, req/s {v['req_per_s_vs_noop']:.2f}x "
+                             "(goal p50 <= 2x, p99 <= 15 ms, >= 250 req/s)")
+                if "engine_mean_ms" in v:
+                    extra += f"; mean time in the engine {v['engine_mean_ms']:.2f} ms"
+                print(f"HTTP [{mode}] {k}: p50 {v['p50_ms']:.2f} ms, p99 {v['p99_ms']:.2f} ms, {v['req_per_s']:.0f} "
+                      f"req/s{extra} (load {v['load']:.1f})")
     out = Path(a.out) if a.out else ws.root / "bench" / "serving.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

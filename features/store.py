@@ -214,6 +214,8 @@ class FeatureStoreAdapter:
         self.data_dir = self.repo / "data"
         self._store = None
         self._services: dict[str, object] = {}
+        #: what the last fast materialisation did with the columnar snapshot (features.online)
+        self.snapshot_status: str | None = None
 
     # -- opening and applying ---------------------------------------------------------------
     @classmethod
@@ -324,6 +326,10 @@ class FeatureStoreAdapter:
             views = store.list_feature_views()
         tic = time.perf_counter()
         if method == "feast":
+            if self.settings.online_store.type == "sqlite":  # Feast's own writes: no columnar snapshot follows them
+                from features.online import discard_snapshot
+
+                discard_snapshot(self.settings.online_store.feast_yaml(self.repo)["path"])
             with _quiet():
                 store.materialize(start_date=start.to_pydatetime(), end_date=end.to_pydatetime(),
                                   feature_views=[v.name for v in views])
@@ -362,11 +368,20 @@ class FeatureStoreAdapter:
             frames = {view.name: self._latest_rows(view, start, end) for view in views}
             online.write_redis(client, frames, {v: kinds[v] for v in frames})
             del frames
+        # SQLite: the same rows also go to a columnar snapshot beside the store (bulk reads),
+        # renamed into place after the last write (features.online.SnapshotWriter)
+        snapshot = online.SnapshotWriter.begin(path, {v.name: kinds[v.name] for v in views}) if client is None else None
         for view in views:
             if client is None:
-                online.write_sqlite(path, view.name, self._latest_rows(view, start, end), kinds[view.name])
+                rows = self._latest_rows(view, start, end)
+                online.write_sqlite(path, view.name, rows, kinds[view.name])
+                snapshot.add(view.name, rows)
+                del rows
             with _quiet():
                 store.registry.apply_materialization(view, store.project, start.to_pydatetime(), end.to_pydatetime())
+        if snapshot is not None:
+            snapshot.commit()
+            self.snapshot_status = snapshot.status
 
     def is_materialized(self) -> bool:
         """Whether every feature view has been materialised at least once."""

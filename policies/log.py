@@ -401,6 +401,35 @@ class DecisionLog:
         except sqlite3.IntegrityError:
             raise InputError(self._duplicate_message([row[0] for row in rows])) from None
 
+    def append_columns(self, columns: dict[str, Sequence]) -> None:
+        """Log decisions given column-wise and already encoded, all in one transaction; durable
+        when this returns. For callers that build a large batch with array operations (the
+        serving engine's batch path) and guarantee what :meth:`append` checks. ``columns``: every
+        name of DECISION_COLUMNS but ``logged_at``, each a sequence of n row values as stored
+        (JSON columns as compact JSON text, times as integer microseconds UTC, booleans as 0/1).
+        A ``decision_id`` already in the log raises InputError and nothing is written."""
+        names = DECISION_COLUMNS[:-1]
+        missing = [c for c in names if c not in columns]
+        if missing:
+            raise InputError(f"append_columns needs the columns {missing}")
+        n = len(columns[names[0]])
+        if any(len(columns[c]) != n for c in names):
+            raise InputError("append_columns: the columns differ in length")
+        if not n:
+            return
+        logged_at = _to_us(datetime.now(UTC))
+        rows = list(zip(*(columns[c] for c in names), [logged_at] * n, strict=True))
+        conn = self._conn()
+        before = conn.execute("PRAGMA cache_size").fetchone()[0]
+        if n >= 10_000:  # the indexes' pages of a large batch stay in memory until the commit
+            conn.execute(f"PRAGMA cache_size = {-min(262_144, 4 * n)}")
+        try:
+            self._write(conn, _INSERT_DECISION, rows)
+        except sqlite3.IntegrityError:
+            raise InputError(self._duplicate_message([row[0] for row in rows])) from None
+        finally:
+            conn.execute(f"PRAGMA cache_size = {before}")
+
     def _duplicate_message(self, ids: list[str]) -> str:
         seen: set[str] = set()
         for i in ids:

@@ -15,6 +15,11 @@ _CUSTOMER_ID = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$
                      description="unified customer id (from profiles; never a phone number or e-mail)")
 
 
+_REQUEST_ID = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:|\-]+$",
+                    description="optional idempotency key: a retry with the same key returns the decisions "
+                    "already made (from the log) and logs nothing new; a key is for one request only")
+
+
 def _check_offers(v: list[str] | None) -> list[str] | None:
     if v is None:
         return v
@@ -66,6 +71,7 @@ class DecisionRequest(BaseModel):
     offers: list[str] | None = Field(None, max_length=100, description="candidate offer ids (default the catalog)")
     send_window: SendWindow | None = None
     allow_no_send: bool = True
+    request_id: str | None = _REQUEST_ID
     context: dict[str, Any] = Field(default_factory=dict, max_length=50,
                                     description="free-form, logged with the decision (contact identifiers "
                                     "are dropped)")
@@ -80,6 +86,7 @@ class BatchDecisionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     customer_ids: list[str] = Field(min_length=1, max_length=200_000, description="unified customer ids")
+    request_id: str | None = _REQUEST_ID
     request_time: datetime | None = Field(None, description="decision time (UTC if naive); default now")
     journey: Journey | None = None
     channels: list[Channel] | None = Field(None, max_length=10)

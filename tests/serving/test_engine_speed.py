@@ -257,3 +257,110 @@ def test_a_new_champion_is_used_at_once(ws_copy, customer_ids):
         assert d1.scores["propensity"] != pytest.approx(d1.scores["churn"], abs=1e-6)
     finally:
         eng.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# decision-log mode, budget ledger under threads, the order-value columns
+# ----------------------------------------------------------------------------------------------
+def test_budget_threads_queue_in_process_not_on_sqlites_busy_handler(tmp_path):
+    """Threads of one process take the ledger's lock before SQLite's: even with no busy timeout
+    at all (a second writer would fail at once with 'database is locked'), concurrent single and
+    multi-unit reservations and releases all succeed and never overspend."""
+    import threading
+
+    from policies.budget import BudgetLedger
+
+    ledger = BudgetLedger(tmp_path / "budget.sqlite", timeout=0.0)
+    errors: list[Exception] = []
+    kept: list[int] = []
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        mine = 0
+        try:
+            for i in range(300):
+                got = ledger.reserve("sms_spend:2026-07-01", limit=500.0, amount=0.5, count=1 + (i + k) % 2)
+                if got:
+                    ledger.release("sms_spend:2026-07-01", 0.5)  # settle: one unit unused
+                    got -= 1
+                mine += got
+        except Exception as exc:  # 'database is locked' without the in-process lock
+            errors.append(exc)
+        with lock:
+            kept.append(mine)
+
+    import sys
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the threads as much as possible
+    try:
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert not errors
+    assert ledger.used("sms_spend:2026-07-01") == 0.5 * sum(kept) <= 500.0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["NORMAL", "FULL"])
+def test_the_log_mode_is_a_config_option_and_the_decision_is_logged_first(ws_copy, customer_ids, mode):
+    from serving.config import ServingConfig
+    from serving.engine import DecisionEngine
+    from serving.schemas import DecisionRequest
+
+    assert ServingConfig().log_synchronous == "NORMAL"  # the measured default (survives kill -9)
+    eng = DecisionEngine.open(ws_copy, ServingConfig(refresh_seconds=0, log_synchronous=mode), start_refresh=False)
+    try:
+        d = eng.decide(DecisionRequest(customer_id=customer_ids[3], request_time=T0))
+        assert eng.log._conn().execute("PRAGMA synchronous").fetchone()[0] == {"NORMAL": 1, "FULL": 2}[mode]
+        assert _logged(eng, d.decision_id)["customer_id"] == customer_ids[3]
+    finally:
+        eng.close()
+
+
+@pytest.mark.integration
+def test_order_values_from_arrays_equal_the_frame_path(prepared_ws, customer_ids):
+    """The engine hands expected_order_value its one column as arrays (no DataFrame per request):
+    the same values as the DataFrame it replaced."""
+    from serving.engine import _Columns, _order_value_frame
+
+    eng = _engine(prepared_ws)
+    try:
+        est = eng.champions.snapshot().models["offer"]
+        feats = eng.reader.read(eng.config.feature_service, customer_ids[:50], T0)
+        cols = dict(feats.columns)
+        via_arrays = est.expected_order_value(_Columns(cols.__getitem__, 50))
+        via_frame = est.expected_order_value(_order_value_frame(est, cols.__getitem__, 50))
+        assert via_arrays.shape == (50,) and np.array_equal(via_arrays, via_frame)
+    finally:
+        eng.close()
+
+
+@pytest.mark.integration
+def test_single_row_lightgbm_path_equals_booster_predict(prepared_ws, customer_ids):
+    """The engine's one-row LightGBM entry gives exactly Booster.predict's probabilities, for
+    every champion, on real design rows."""
+    from serving.engine import _SingleRow
+
+    eng = _engine(prepared_ws)
+    try:
+        feats = eng.reader.read(eng.config.feature_service, customer_ids[:40], T0)
+        cols = dict(feats.columns)
+        rng = np.random.default_rng(0)
+        extra = {"channel": rng.integers(0, 4, 40), "offer": rng.integers(0, 4, 40), "send_hour": rng.integers(0, 24, 40)}
+        models = eng.champions.snapshot().models
+        assert set(models) == {"propensity", "churn", "offer", "send_time"}
+        for est in models.values():
+            names = list(est.feature_names_in_)
+            M = np.array([extra[c] if c in extra else cols[c] for c in names], dtype=np.float64).T
+            design = est._design(M, names)
+            fast = _SingleRow.of(est)
+            assert fast is not None
+            got = np.concatenate([fast(design[i:i + 1]) for i in range(len(design))])
+            assert np.array_equal(got, est._raw_proba(design))
+    finally:
+        eng.close()

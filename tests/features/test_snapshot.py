@@ -1,0 +1,119 @@
+"""The columnar snapshot the fast materialiser writes beside the SQLite online store: bulk reads
+from it equal Feast's own read, and it is never used once the store has moved on without it."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from core.workspace import Workspace
+from features.online import FastOnlineReader, OnlineSnapshot, snapshot_path, write_sqlite
+from features.services import SERVICES
+from features.store import FeatureStoreAdapter
+
+pytestmark = pytest.mark.integration
+
+
+def _store_path(store: FeatureStoreAdapter) -> str:
+    return store.settings.online_store.feast_yaml(store.repo)["path"]
+
+
+def _reader(store: FeatureStoreAdapter) -> FastOnlineReader:
+    reader = FastOnlineReader.open(store.workspace)
+    reader.snapshot_min_ids = 1  # every read may use the snapshot
+    return reader
+
+
+def _ids(small_data) -> list[str]:
+    ids = small_data.profiles.customer_id.astype(str).tolist()
+    return [*ids[:120], "unknown-1", ids[5], "x", *ids[-30:]]
+
+
+def _assert_same(fast, slow) -> None:
+    pd.testing.assert_frame_equal(fast.frame, slow.frame, check_exact=True)
+    assert fast.missing_filled == slow.missing_filled and fast.defaults == slow.defaults
+    assert fast.known.tolist() == slow.known.tolist()
+
+
+def test_snapshot_read_equals_feast_for_every_service(feast_store, small_data):
+    path = snapshot_path(_store_path(feast_store))
+    assert path.is_file() and feast_store.snapshot_status == "written"
+    reader = _reader(feast_store)
+    ids = _ids(small_data)
+    _, end = feast_store.table_range()
+    for at in (end + pd.Timedelta(hours=3), pd.Timestamp("2026-01-10 23:30", tz="UTC")):
+        for service in SERVICES:
+            fast = reader.read(service, ids, request_time=at)
+            assert reader.last_source == "snapshot"
+            _assert_same(fast, feast_store.online(service, ids, request_time=at))
+    # small reads stay on the store by default, and give the same
+    reader.snapshot_min_ids = 64
+    few = reader.read("decision_v1", ids[:3], request_time=end)
+    assert reader.last_source == "sqlite"
+    _assert_same(few, feast_store.online("decision_v1", ids[:3], request_time=end))
+
+
+def _fresh(tmp_path, small_profiles, name: str) -> FeatureStoreAdapter:
+    ws = Workspace(tmp_path / name).ensure()
+    shutil.copytree(small_profiles, ws.profiles)
+    store = FeatureStoreAdapter.open(ws)
+    store.apply()
+    return store
+
+
+def test_incremental_materialisation_merges_and_a_foreign_write_invalidates(tmp_path, small_profiles, small_data):
+    store = _fresh(tmp_path, small_profiles, "ws")
+    _, end = store.table_range()
+    mid = end - pd.Timedelta(days=30)
+    store.materialize(end=mid)
+    assert store.snapshot_status == "written"
+    reader = _reader(store)
+    ids = _ids(small_data)
+    _assert_same(reader.read("decision_v1", ids, request_time=mid), store.online("decision_v1", ids, request_time=mid))
+    first = reader.snapshot()
+    # the rest of the range on top: the snapshot is the old one with the new rows merged in
+    store.materialize(start=mid, end=end + pd.Timedelta(seconds=1))
+    assert store.snapshot_status == "merged"
+    for service in SERVICES:
+        fast = reader.read(service, ids, request_time=end)
+        assert reader.last_source == "snapshot"
+        _assert_same(fast, store.online(service, ids, request_time=end))
+    assert reader.snapshot() is not first  # reloaded after the rename
+    before = reader.read("decision_v1", ids, request_time=end)
+    # a write to the store the snapshot does not follow (say an incremental push): it is not used
+    path = _store_path(store)
+    cid = str(small_data.profiles.customer_id.iloc[0])
+    row = store._latest_rows(next(v for v in store.feast().list_feature_views() if v.name == "fatigue"),
+                             *store.table_range())
+    row = row[row["customer_id"] == cid].assign(sends_7d=99, sends_1d=42)
+    kinds = {f: "int" for f in ("sends_1d", "sends_7d", "sends_7d_sms", "sends_7d_email", "sends_7d_wechat",
+                                "sends_7d_app_push")}
+    write_sqlite(path, "fatigue", row, kinds)
+    after = reader.read("decision_v1", ids, request_time=end)
+    assert reader.last_source == "sqlite" and reader.snapshot() is None
+    assert after.frame.loc[0, "sends_7d"] == 99 and before.frame.loc[0, "sends_7d"] != 99
+    _assert_same(after, store.online("decision_v1", ids, request_time=end))
+    # the next fast materialisation cannot know the store's state: no snapshot, the store answers
+    store.materialize()
+    assert store.snapshot_status.startswith("skipped") and not snapshot_path(path).exists()
+    reader.read("decision_v1", ids, request_time=end)
+    assert reader.last_source == "sqlite"
+
+
+def test_feast_materialisation_removes_the_snapshot_and_a_missing_one_is_no_error(tmp_path, small_profiles,
+                                                                                   small_data):
+    store = _fresh(tmp_path, small_profiles, "ws")
+    store.materialize()
+    path = snapshot_path(_store_path(store))
+    snap = OnlineSnapshot.load(path)
+    assert len(snap.index) == small_data.profiles.customer_id.nunique() and snap.index.is_monotonic_increasing
+    store.materialize(method="feast")
+    assert not path.exists()
+    reader = _reader(store)
+    ids = _ids(small_data)
+    _, end = store.table_range()
+    _assert_same(reader.read("decision_v1", ids, request_time=end),
+                 store.online("decision_v1", ids, request_time=end))
+    assert reader.last_source == "sqlite"
