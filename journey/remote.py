@@ -5,7 +5,8 @@ process (journey.run with a ``decider``).
 Each simulated day: ``POST /decide/batch`` for the population in chunks (two in flight; the day's
 requests run in a background thread while the journey computes the in-process lanes), with
 ``request_time`` = the simulated time (the response's arm id maps to the journey's arm; ``send_at`` comes back in the
-customer's time zone); the world answers; the outcome events are reported to ``POST /outcome`` as
+customer's time zone) and an idempotency key per chunk (``request_id``: a chunk retried after a
+lost connection is answered from the log, not decided and logged twice); the world answers; the outcome events are reported to ``POST /outcome`` as
 they happen (idempotent by ``event_id``); at the end of the day ``POST /learn`` with ``as_of`` =
 the end of the day, so the service learns on the same cadence as the in-process journey.
 
@@ -49,6 +50,9 @@ class RemotePolicyLane:
         self.fallbacks = 0
         self._pool = None
         self._day = None
+        import uuid
+
+        self._run = uuid.uuid4().hex[:12]  # keys of this journey run: a retry reuses them, a new run does not
 
     # -- PolicyDecider ---------------------------------------------------------------------------
     def start_day(self, customer_ids: np.ndarray, now: pd.Timestamp, arms: ArmSpace) -> None:
@@ -79,7 +83,8 @@ class RemotePolicyLane:
 
         def fetch(lo: int) -> tuple[int, pd.DataFrame]:
             part = self.client.decide_batch(ids[lo:lo + self.chunk], request_time=now.to_pydatetime(),
-                                            chunk=self.chunk, journey={"id": self.journey_id, "step": step})
+                                            chunk=self.chunk, journey={"id": self.journey_id, "step": step},
+                                            request_id=f"{self.journey_id}|{self._run}|{step}|{lo}")
             if len(part) != len(ids[lo:lo + self.chunk]):
                 raise InputError(f"the service answered {len(part)} decisions for {len(ids[lo:lo + self.chunk])} "
                                  "customers")

@@ -688,6 +688,14 @@ class LoggedTable:
     eligible: list[list[str]] | None = None
     events: pd.DataFrame | None = None
     not_matured: int = 0
+    keys: pd.DataFrame | None = None  # decision log: decision_id and decided_at per row (aligned)
+    file_rows: np.ndarray | None = None  # CSV/Parquet: the file's row (0-based) of each frame row
+
+    def in_file_order(self) -> pd.DataFrame:
+        """The frame in the file's own row order (for error messages that name a file row)."""
+        if self.file_rows is None:
+            return self.frame
+        return self.frame.iloc[np.argsort(self.file_rows, kind="stable")].reset_index(drop=True)
 
 
 def read_logged_table(path, *, reward_config=None, as_of=None) -> LoggedTable:
@@ -697,6 +705,11 @@ def read_logged_table(path, *, reward_config=None, as_of=None) -> LoggedTable:
     ``as_of`` (default: now; give it for a simulated log dated in the future); the frame has
     ``action``, ``reward`` (policies.reward under ``reward_config``), ``propensity`` and one
     column per numeric context key; eligibility and funnel events come alongside.
+
+    Rows come in a canonical order that does not depend on the file's row order (so seeded folds
+    and bootstrap resamples give the same estimate for the same rows in any order): a decision
+    log by (decided_at, decision_id); a table by decision_id (and decided_at) when it has them,
+    else by a hash of each row's values (equal rows are interchangeable).
     """
     from pathlib import Path
 
@@ -721,7 +734,22 @@ def read_logged_table(path, *, reward_config=None, as_of=None) -> LoggedTable:
         raise InputError(f"{p}: cannot read it as {p.suffix.lstrip('.') or 'a table'}: {str(exc).splitlines()[0]}") from None
     if frame.empty:
         raise InputError(f"{p}: the file has no rows")
-    return LoggedTable(frame, source)
+    order = canonical_permutation(frame)
+    return LoggedTable(frame.iloc[order].reset_index(drop=True), source, file_rows=order)
+
+
+def canonical_permutation(frame: pd.DataFrame) -> np.ndarray:
+    """Row positions that put ``frame`` in an order independent of its row order."""
+    keys = [c for c in ("decided_at", "decision_id") if c in frame.columns]
+    if "decision_id" in keys:
+        return np.lexsort([frame[c].astype(str).to_numpy() for c in reversed(keys)])
+    h = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return np.argsort(h, kind="stable")
+
+
+def canonical_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` re-ordered independently of its row order (see :func:`read_logged_table`)."""
+    return frame.iloc[canonical_permutation(frame)].reset_index(drop=True)
 
 
 def _read_decision_log(path, reward_config, as_of) -> LoggedTable:
@@ -752,7 +780,11 @@ def _read_decision_log(path, reward_config, as_of) -> LoggedTable:
             "give a later --as-of"
         )
     skipped = int((~joined["matured"]).sum())
-    joined = joined[joined["matured"]].reset_index(drop=True)
+    joined = joined[joined["matured"]]
+    # canonical row order (decision time, then id): not the log's insertion order, which
+    # concurrent writers make arbitrary; seeded folds and resamples then depend on the rows only
+    us = joined["decided_at"].to_numpy("datetime64[us]").view(np.int64)
+    joined = joined.iloc[np.lexsort([joined["decision_id"].astype(str).to_numpy(), us])].reset_index(drop=True)
     ctx = context_frame(joined)
     ctx = ctx[[c for c in ctx.columns if c not in ("action", "reward", "propensity")]]
     ctx = ctx.apply(pd.to_numeric, errors="coerce") if not ctx.empty else ctx
@@ -765,7 +797,7 @@ def _read_decision_log(path, reward_config, as_of) -> LoggedTable:
     frame = pd.concat([frame, ctx.astype(np.float64)], axis=1)
     eligible = [[a for a, p in d.items() if p > 0] for d in joined["distribution"]]
     return LoggedTable(frame, "decision_log", eligible, joined[list(FUNNEL_COLUMNS)].reset_index(drop=True),
-                       skipped)
+                       skipped, joined[["decision_id", "decided_at"]].reset_index(drop=True))
 
 
 def eligibility_matrix(eligible_lists, actions: Sequence[str]) -> np.ndarray:

@@ -9,8 +9,10 @@
         svc.stats()                                                          # requests, retries, errors
 
 Retries: a request that fails on the network is retried (``retries`` times, with backoff). A
-retried outcome is harmless (idempotent by ``event_id``); a retried decide may log a second
-decision for the same customer, which is why the journey should use one batch call per day.
+retried outcome is harmless (idempotent by ``event_id``); a retried decide is harmless when it
+carries a ``request_id`` (idempotency key: the service answers the decisions it already logged
+under that key and logs nothing new): ``decide_batch(..., request_id=KEY)`` sends ``KEY:<offset>``
+per chunk. Without a key, a retry after a lost response may log a second decision.
 """
 
 from __future__ import annotations
@@ -88,6 +90,11 @@ class DecisionClient:
         """Let the service learn from its joined log now (``as_of``: a simulated time)."""
         return self._post("/learn", {} if as_of is None else {"as_of": as_of.isoformat()})
 
+    def promote(self, candidate: str, arm: str = "champion") -> dict:
+        """Admin: serve the fitted policy file ``candidate`` of the service's workspace in ``arm``
+        (``POST /policy/promote``); returns the versions before and after."""
+        return self._post("/policy/promote", {"candidate": candidate, "arm": arm})
+
     def wait_ready(self, timeout: float = 300.0) -> None:
         import httpx
 
@@ -109,12 +116,15 @@ class DecisionClient:
         return self._post("/decide", body)
 
     def decide_batch(self, customer_ids: Sequence[str], request_time: datetime | None = None,
-                     chunk: int = 20_000, **fields) -> list[dict]:
-        """Decisions for many customers (in order), sent in chunks of ``chunk``."""
+                     chunk: int = 20_000, request_id: str | None = None, **fields) -> list[dict]:
+        """Decisions for many customers (in order), sent in chunks of ``chunk``; with
+        ``request_id``, each chunk carries the key ``<request_id>:<offset>`` (safe retries)."""
         out: list[dict] = []
         ids = [str(c) for c in customer_ids]
         for lo in range(0, len(ids), chunk):
             body = {"customer_ids": ids[lo:lo + chunk], **fields}
+            if request_id is not None:
+                body["request_id"] = f"{request_id}:{lo}"
             if request_time is not None:
                 body["request_time"] = request_time.isoformat()
             out += self._post("/decide/batch", body)["decisions"]

@@ -108,6 +108,14 @@ class PolicyLearner:
     def close(self) -> None:
         self._stop.set()
 
+    def promote(self, candidate: str, arm: str = "champion") -> dict:
+        """``policy_state.promote_candidate`` under the learning lock: a learn in progress (which
+        updates a copy of the OLD policy) finishes first and cannot overwrite the promoted one."""
+        from serving.policy_state import promote_candidate
+
+        with self._lock:
+            return promote_candidate(self.engine, candidate, arm)
+
     # -- the update ------------------------------------------------------------------------------
     def learn(self, as_of: datetime | None = None) -> LearnResult:
         """Learn from every matured, not yet learned decision decided in ``[as_of - lookback, as_of]``."""
@@ -202,9 +210,13 @@ def logged_contexts(log_path, ids: list[str] | None = None) -> tuple[np.ndarray,
 
 
 def refit_policy(log_path, name: str, params: dict | None = None, as_of: datetime | None = None,
-                 reward_config: RewardConfig | None = None, seed: int = 0, layer=None):
-    """A fresh policy ``name`` fitted off-policy on every matured decision of a decision log with
-    logged context (the challenger of the demo's retraining step). Returns (policy, n_rows)."""
+                 reward_config: RewardConfig | None = None, seed: int = 0, layer=None,
+                 until: datetime | None = None, initial=None):
+    """A policy ``name`` fitted off-policy on every matured decision (attribution window closed by
+    ``as_of``) of a decision log with logged context, decided before ``until`` (default: all).
+    ``initial``: a policy already fitted on the campaign history (``policy_state.warm_start``),
+    which the log's decisions then update (the batch refit of the demo's retraining step); else
+    a fresh one. Returns (policy, n_rows of the log learned from)."""
     from policies.arms import ArmSpace
     from policies.bandits import make_policy
     from policies.config import PolicyLayerConfig
@@ -214,14 +226,15 @@ def refit_policy(log_path, name: str, params: dict | None = None, as_of: datetim
     layer = layer or PolicyLayerConfig()
     arms = ArmSpace.from_config(layer.arms)
     with DecisionLog(log_path, synchronous="NORMAL") as dl:
-        j = dl.joined(rc, now=as_of, columns=["action", "propensity", "policy"], parse_json=False)
+        j = dl.joined(rc, now=as_of, until=until, columns=["action", "propensity", "policy"], parse_json=False)
     j = j[j["matured"].to_numpy(dtype=bool) & (j["policy"] != "safe_rule").to_numpy()]
     X, ok = logged_contexts(log_path, j["decision_id"].tolist())
     j = j[ok]
-    policy = make_policy(name, arms, **({"seed": seed} | dict(params or {})))
+    policy = initial if initial is not None else make_policy(name, arms, **({"seed": seed} | dict(params or {})))
     if not len(j):
         return policy, 0
-    policy.initialise(X[ok])
+    if initial is None:
+        policy.initialise(X[ok])
     if policy.learns:
         policy.update(X[ok], arms.index(list(j["action"])), j["reward"].to_numpy(dtype=np.float64),
                       j["propensity"].to_numpy(dtype=np.float64), feedback=Feedback.from_frame(j))

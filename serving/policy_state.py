@@ -103,3 +103,52 @@ def load_or_warm_start(workspace: Workspace, name: str, params: dict, layer: Pol
     with contextlib.suppress(OSError):  # a read-only workspace still serves
         save_policy(policy, path)
     return policy, "warm_start"
+
+
+#: a candidate is named by its file under <workspace>/policies/ (no paths: the service only ever
+#: unpickles files in its own workspace)
+CANDIDATE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$"
+
+
+def candidate_path(workspace: Workspace, candidate: str) -> Path:
+    """``<workspace>/policies/<candidate>`` (``.pkl`` added when missing). InputError for a name
+    that is not a plain file name."""
+    import re
+
+    from core.errors import InputError
+
+    if not re.match(CANDIDATE_PATTERN, candidate or "") or ".." in candidate:
+        raise InputError(f"candidate: {candidate!r} is not a policy file name under {policy_dir(workspace)} "
+                         "(letters, digits, _ . -; no path)")
+    name = candidate if candidate.endswith(".pkl") else f"{candidate}.pkl"
+    return policy_dir(workspace) / name
+
+
+def promote_candidate(engine, candidate: str, arm: str = "champion") -> dict:
+    """Serve the fitted policy file ``candidate`` (under ``<workspace>/policies/``) in A/B arm
+    ``arm`` from now on, through ``DecisionEngine.swap_policy`` (decides in flight finish on the
+    old policy), and save it as that arm's policy file, so a restart serves it too.
+
+    InputError (the service answers 400) when the arm does not exist, the file is missing, is not
+    a fitted policy over the service's arms and context, or is of another policy class than the
+    one the arm is configured to serve (change ``policy`` in the serving config for that)."""
+    from core.errors import InputError
+
+    if arm not in engine.policy_arms:
+        raise InputError(f"arm: {arm!r} is not an arm of this service ({sorted(engine.policy_arms)})")
+    path = candidate_path(engine.workspace, candidate)
+    if not path.is_file():
+        raise InputError(f"candidate: no policy file {path.name} under {path.parent}")
+    policy = load_policy(path, engine.arm_space)
+    if policy is None:
+        raise InputError(f"candidate: {path.name} is not a fitted policy over this service's arms and context")
+    served = engine.policy_name(arm)
+    if type(policy).name != served:
+        raise InputError(f"candidate: {path.name} is a {type(policy).name} policy; arm {arm} serves {served} "
+                         "(set `policy` in the serving config to serve another class)")
+    before = engine.policy_arms[arm]
+    after = engine.swap_policy(arm, policy, source=f"promoted:{path.name}")
+    saved = policy_path(engine.workspace, served)
+    save_policy(policy, saved)
+    return {"arm": arm, "policy": served, "candidate": path.name, "version_before": before.version,
+            "version_after": after, "source_before": before.source, "saved": str(saved)}

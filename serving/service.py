@@ -4,8 +4,12 @@
     POST /decide/batch  BatchDecisionRequest (a campaign audience) -> BatchDecisionResponse
     POST /outcome       one outcome (flat) or {"outcomes": [...]} -> OutcomeResult (idempotent)
     POST /learn         learn from the matured, joined decision log now (optional ``as_of``)
+    POST /policy/promote admin: serve a fitted policy file of the workspace from now on (no restart)
     POST /noop          does nothing (the benchmark's floor on the same server)
     GET  /healthz /readyz /livez /metrics   (BentoML's own)
+
+Idempotent decides: ``request_id`` on /decide and /decide/batch makes a retry return the decisions
+already logged under that key instead of deciding again (serving.idempotency).
 
 Learning (serving.learning): the policy updates from the joined log on a wall-clock timer
 (``$DECISIONING_LEARN_SECONDS``, default 300; 0 turns it off) and on ``POST /learn``; a client that
@@ -33,6 +37,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import bentoml
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable
@@ -94,6 +99,28 @@ class LearnResponse(BaseModel):
     seconds: float
     versions: dict[str, dict[str, str]] = Field(description="per A/B arm: policy version before and after")
     saved: list[str] = Field(description="policy files written")
+
+
+class PromoteRequest(BaseModel):
+    """Serve a fitted policy file of the workspace from now on (an admin call: it needs the bearer
+    token when the service has one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidate: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$",
+                           description="file name of a fitted policy under <workspace>/policies/ (e.g. "
+                           "'thompson.candidate' or 'thompson.candidate.pkl'); no paths")
+    arm: Literal["champion", "challenger"] = Field("champion", description="the A/B arm that serves it")
+
+
+class PromoteResponse(BaseModel):
+    arm: str
+    policy: str = Field(description="policy class the arm serves")
+    candidate: str
+    version_before: str
+    version_after: str
+    source_before: str
+    saved: str = Field(description="the arm's policy file, now the candidate (a restart serves it too)")
 
 
 class DriftWatcher:
@@ -280,6 +307,25 @@ class DecisionService:
         if res.learned:
             LEARNED.inc(res.learned)
         return LearnResponse(**res.as_dict())
+
+    @bentoml.api(route="/policy/promote", input_spec=PromoteRequest)
+    def promote_policy(self, **kwargs) -> PromoteResponse:
+        """Admin: serve the fitted policy file ``candidate`` (under <workspace>/policies/) in ``arm``
+        from now on, without a restart (one reference swap; decisions in flight finish on the old
+        policy) and save it as the arm's policy file. 400 when the candidate is missing, not a
+        fitted policy over the service's arms and context, or of another class than the arm's."""
+        from serving.policy_state import promote_candidate
+
+        req = PromoteRequest(**kwargs)
+        try:
+            if self.learner is not None:
+                res = self.learner.promote(req.candidate, req.arm)
+            else:
+                res = promote_candidate(self.engine, req.candidate, req.arm)
+        except InputError as exc:
+            raise _bad_input(exc) from None
+        logger.info("policy promoted: %s", res)
+        return PromoteResponse(**res)
 
     @bentoml.api(route="/noop")
     def noop(self) -> dict:

@@ -1,9 +1,17 @@
 """``decisioning demo``: the whole closed loop, from nothing, on the embedded defaults, over HTTP.
 
     simulate -> profiles -> features apply/materialize -> train all -> champions -> serve (subprocess
-    on a free loopback port) -> journey --url (decide, outcome, learn over HTTP) -> refit the
-    challenger policy from the joined log -> ope (IPS/SNIPS/DR with intervals) -> promote the
-    challenger only if it wins -> report -> drift -> stop the service -> summary + HTML report
+    on a free loopback port, with a fresh bearer token) -> journey --url (decide, outcome, learn over
+    HTTP) -> drift, and meanwhile: retrain (a challenger of the champion's class refitted in batch on
+    the campaign history + the served decisions of the journey's first half) -> ope of that fitted
+    challenger on the served decisions of the second half (IPS/SNIPS/DR with intervals, and the
+    paired DR lift over the champion's logged value) -> promote it through the RUNNING service
+    (POST /policy/promote) only if the lift's interval is above 0 -> stop the service -> summary
+    (served policy version before and after) + HTML report
+
+No leakage: the challenger never learns from a decision it is judged on (it learns from decisions
+decided before the split whose outcomes had matured by then; it is judged on those decided from the
+split on), and the OPE's reward model is cross-fitted on the judged decisions.
 
 Each command step runs the public subcommand in its own process (exactly what a person would
 type), with ``--json`` so the demo can summarise the figures; progress of every step streams to
@@ -35,8 +43,11 @@ import click
 from core.errors import DecisioningError
 from decisioning.options import emit_json, json_option, progress, workspace_option
 
-#: the challenger policy the demo refits from the served log and evaluates off-policy
-CHALLENGER = "epsilon_greedy"
+#: the challenger policy: the champion's own class (the service's default policy), refitted in
+#: batch on the campaign history plus the served log's first journey days, judged on the last days
+CHALLENGER = "thompson"
+#: history sends the challenger's batch refit reads (the service's warm start reads 30,000)
+CHALLENGER_HISTORY = 60_000
 
 
 @dataclass
@@ -47,6 +58,7 @@ class Step:
     in_workspace: bool = True  # pass --workspace (ope reads any log file and has no workspace)
     fn: Callable[[Demo], dict] | None = None  # an in-process step (service control, promotion)
     group: str | None = None  # consecutive steps of one group run side by side
+    after_fns: bool = False  # in a group: start once the group's in-process steps are done
     result: dict | None = None
     seconds: float = 0.0
     status: str = "pending"
@@ -67,6 +79,11 @@ class Demo:
     url: str | None = None
     started: float = 0.0
     registry: threading.Thread | None = None
+    token: str | None = None  # the service's bearer token (the demo sets one: /policy/promote is admin)
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def prepare_registry(self) -> None:
         """Create the workspace's MLflow store in the background (imports and migrations take
@@ -110,7 +127,7 @@ def _run(step: Step, demo: Demo) -> None:
 def _run_group(steps: list[Step], demo: Demo) -> None:
     """Steps that only depend on earlier ones run side by side: the command steps in their own
     processes, the in-process steps meanwhile in this one."""
-    handles = [(s, _start(s, demo)) for s in steps if s.fn is None]
+    handles = [(s, _start(s, demo)) for s in steps if s.fn is None and not s.after_fns]
     error: BaseException | None = None
     for s in steps:
         if s.fn is not None:
@@ -118,6 +135,12 @@ def _run_group(steps: list[Step], demo: Demo) -> None:
                 _run(s, demo)
             except DecisioningError as exc:
                 error = error or exc
+    for s in steps:
+        if s.fn is None and s.after_fns:
+            if error is None:
+                handles.append((s, _start(s, demo)))
+            else:
+                s.status, s.message = "skipped", f"an earlier step failed: {error}"
     ended: dict[int, float] = {}
     while len(ended) < len(handles):  # note when each one ends (its wall time), not when it is read
         for k, (_s, h) in enumerate(handles):
@@ -157,7 +180,8 @@ def _start(step: Step, demo: Demo):
     progress(f"== {step.title}: decisioning {' '.join(step.argv)}")
     # a file, not a pipe: a step in a group never blocks on a full pipe; _finish closes it
     out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
-    return subprocess.Popen(cmd, stdout=out, stderr=None, text=True), out, t0
+    env = dict(os.environ) | ({"DECISIONING_TOKEN": demo.token} if demo.token else {})
+    return subprocess.Popen(cmd, stdout=out, stderr=None, text=True, env=env), out, t0
 
 
 def _finish(step: Step, demo: Demo, handle, ended: float | None = None) -> None:
@@ -223,8 +247,13 @@ def _launch_service(demo: Demo) -> dict:
     moved = _set_aside_service_state(demo.workspace)
     port = _free_port()
     config = demo.workspace.root / "serving-demo.yaml"
-    config.write_text("# written by `decisioning demo`: poll the registry often (champions are set after start)\n"
-                      "refresh_seconds: 3\n")
+    import secrets
+
+    demo.token = secrets.token_hex(16)
+    config.write_text("# written by `decisioning demo`: poll the registry often (champions are set after start);\n"
+                      "# a fresh bearer token per demo (the admin endpoint /policy/promote needs it)\n"
+                      f"refresh_seconds: 3\nauth_token: {demo.token}\n")
+    config.chmod(0o600)
     env = dict(os.environ)
     env["DECISIONING_LEARN_SECONDS"] = "0"  # the journey drives the clock: it calls /learn itself
     env.pop("DECISIONING_SERVING_CONFIG", None)
@@ -272,7 +301,7 @@ def _wait_service(demo: Demo) -> dict:
             raise DecisioningError(f"the decision service exited with code {demo.service.returncode} while starting")
         try:
             if httpx.get(f"{demo.url}/readyz", timeout=2).status_code == 200:
-                status = httpx.post(f"{demo.url}/status", json={}, timeout=120).json()
+                status = httpx.post(f"{demo.url}/status", json={}, timeout=120, headers=demo.headers).json()
                 if not status.get("models_missing"):
                     break
         except httpx.HTTPError:
@@ -333,49 +362,109 @@ def _journey_end(demo: Demo):
     return start + pd.Timedelta(days=int(days))
 
 
+def _journey_split(demo: Demo):
+    """(journey start, split, journey end): the challenger learns from the served decisions before
+    the split, the off-policy evaluation judges it on the decisions from the split on."""
+    import pandas as pd
+
+    end = _journey_end(demo)
+    days = int((demo.done.get("journey") or {}).get("days") or 0)
+    if days < 2:
+        raise DecisioningError("demo: the journey needs at least 2 days to refit on some and evaluate on others")
+    start = end - pd.Timedelta(days=days)
+    return start, start + pd.Timedelta(days=days // 2), end
+
+
 def _refit(demo: Demo) -> dict:
-    """Retrain from the logged outcomes: the challenger policy refitted on the served, joined log."""
+    """Retrain from the logged outcomes, in batch: a fresh challenger of the champion's class
+    fitted on the campaign history (the journey's warm start, over more sends than the service's)
+    and then on the served log's decisions of the journey's first half that had matured by the
+    split. It never sees a decision of the second half, on which it is judged."""
+    from serving.config import load_serving_config
     from serving.learning import refit_policy
-    from serving.policy_state import policy_dir, save_policy
+    from serving.policy_state import policy_dir, save_policy, warm_start
 
     log_path = (demo.done.get("journey") or {}).get("log")
     if not log_path:
         raise DecisioningError("demo: the journey did not report its decision log")
-    as_of = _journey_end(demo)
-    policy, n = refit_policy(Path(log_path), CHALLENGER, as_of=as_of.to_pydatetime(), seed=demo.seed)
+    _start, split, _end = _journey_split(demo)
+    cfg = load_serving_config(demo.workspace.root / "serving-demo.yaml", environ={})
+    t0 = time.perf_counter()
+    initial = warm_start(demo.workspace, CHALLENGER, cfg.policy_params, cfg.policy_layer, demo.seed,
+                         max_sends=CHALLENGER_HISTORY)
+    history_rows = int(getattr(initial, "n_seen_", 0))
+    t1 = time.perf_counter()
+    policy, n = refit_policy(Path(log_path), CHALLENGER, params=cfg.policy_params, as_of=split.to_pydatetime(),
+                             until=split.to_pydatetime(), seed=demo.seed, layer=cfg.policy_layer, initial=initial)
     path = policy_dir(demo.workspace) / f"{CHALLENGER}.candidate.pkl"
     save_policy(policy, path)
-    return {"policy": CHALLENGER, "rows": n, "as_of": as_of.isoformat(), "path": str(path),
-            "message": f"{CHALLENGER} refitted on {n:,} matured decisions of {log_path}"}
+    from serving.engine import _policy_version
+
+    return {"policy": CHALLENGER, "history_rows": history_rows, "log_rows": n, "split": split.isoformat(),
+            "version": _policy_version(policy), "path": str(path), "candidate": path.name,
+            "seconds_history": round(t1 - t0, 1), "seconds_log": round(time.perf_counter() - t1, 1),
+            "message": f"{CHALLENGER} refitted on {history_rows:,} campaign-history rows + {n:,} served decisions "
+                       f"decided and matured before {split.isoformat()} (evaluated on the decisions from then on)"}
+
+
+def _served_policy(demo: Demo) -> dict:
+    import httpx
+
+    status = httpx.post(f"{demo.url}/status", json={}, timeout=60, headers=demo.headers).json()
+    return (status.get("policies") or {}).get("champion") or {}
+
+
+#: the least effective sample size, as a share of the evaluated decisions, the gate trusts
+MIN_ESS_SHARE = 0.01
+
+
+def gate(ope: dict) -> tuple[bool, str]:
+    """The promotion gate on the ``decisioning ope --json`` result: promote only on a clear win,
+    i.e. the paired DR lift over the champion's logged value on the same decisions has its whole
+    interval above 0, with enough overlap (effective sample size >= 1% of the decisions: below
+    that the challenger mostly takes actions the champion seldom took and the estimate rests on a
+    few heavily weighted rows and on the reward model's extrapolation). Returns (promote, why)."""
+    lift, dr, logged = ope.get("lift_over_logged"), ope.get("dr"), ope.get("logged_value")
+    if not lift or not dr or logged is None:
+        return False, f"no doubly-robust estimate ({ope.get('dr_reason', 'ope did not run')})"
+    n, ess = int(ope.get("n") or 0), ope.get("ess")
+    head = (f"DR {dr['value']:.4f} vs the champion's logged {logged:.4f} on the same {n:,} "
+            f"decisions: lift {lift['value']:+.4f} [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}]")
+    if ess is not None:
+        head += f", effective sample size {ess:,.0f} ({ess / max(n, 1):.1%})"
+    if ess is not None and ess < MIN_ESS_SHARE * n:
+        return False, head + (f": below {MIN_ESS_SHARE:.0%} of the decisions, too little overlap with the champion "
+                              "to trust the estimate; the champion stays")
+    if lift["ci_low"] > 0:
+        return True, head + ": the lift's interval is above 0"
+    return False, head + (": the lift's interval includes 0" if lift["ci_high"] >= 0 else
+                          ": the lift's interval is below 0") + ", not a clear win; the champion stays"
 
 
 def _promotion(demo: Demo) -> dict:
-    """Promote the challenger policy only if its DR interval lies above the champion's logged value."""
-    import shutil
-
-    from serving.policy_state import policy_dir
+    """Promote the challenger through the RUNNING service (``POST /policy/promote``) only if
+    :func:`gate` says it clearly wins; the served policy version is read before and after."""
+    import httpx
 
     o = demo.done.get("ope") or {}
-    dr, logged = o.get("dr"), o.get("logged_value")
     refit = demo.done.get("refit") or {}
-    out = {"policy": CHALLENGER, "logged_value": logged, "dr": dr}
-    if not dr or logged is None:
-        out |= {"promoted": False, "reason": f"no doubly-robust estimate ({o.get('dr_reason', 'ope did not run')})"}
-    elif dr["ci_low"] > logged:
-        src = Path(refit["path"])
-        dst = policy_dir(demo.workspace) / f"{CHALLENGER}.pkl"
-        shutil.copyfile(src, dst)
-        cfg = demo.workspace.root / "serving-promoted.yaml"
-        cfg.write_text(f"policy: {CHALLENGER}\n")
-        out |= {"promoted": True, "policy_file": str(dst), "serving_config": str(cfg),
-                "reason": f"DR {dr['value']:.4f} [{dr['ci_low']:.4f}, {dr['ci_high']:.4f}] is above the champion's "
-                          f"logged value {logged:.4f}; serve it with `decisioning serve --config {cfg}`"}
-    else:
-        why = "overlaps" if dr["ci_high"] >= logged else "is below"
-        out |= {"promoted": False,
-                "reason": f"DR {dr['value']:.4f} [{dr['ci_low']:.4f}, {dr['ci_high']:.4f}] {why} the champion's "
-                          f"logged value {logged:.4f}: not a clear win, the champion stays"}
-    out["message"] = ("PROMOTED: " if out["promoted"] else "NOT PROMOTED: ") + out["reason"]
+    out = {"policy": CHALLENGER, "logged_value": o.get("logged_value"), "dr": o.get("dr"),
+           "lift": o.get("lift_over_logged"), "n_evaluated": o.get("n")}
+    if demo.service is None or demo.service.poll() is not None:
+        raise DecisioningError("demo: the decision service is not running for the promotion")
+    out["served_before"] = _served_policy(demo).get("version")
+    promote, why = gate(o)
+    out |= {"promoted": promote, "reason": why}
+    if promote:
+        r = httpx.post(f"{demo.url}/policy/promote", json={"candidate": refit["candidate"]}, timeout=120,
+                       headers=demo.headers)
+        if r.status_code != 200:
+            raise DecisioningError(f"demo: POST /policy/promote answered {r.status_code}: {r.text[:300]}")
+        out["promote_response"] = r.json()
+        out["reason"] += "; served through POST /policy/promote"
+    out["served_after"] = _served_policy(demo).get("version")
+    out["message"] = (("PROMOTED: " if out["promoted"] else "NOT PROMOTED: ") + out["reason"]
+                      + f" (served policy {out['served_before']} -> {out['served_after']})")
     return out
 
 
@@ -393,14 +482,15 @@ def _steps(customers: int, days: int, journey_days: int, seed: int, trials: int,
         Step("wait for the decision service to serve the champions", ["ready"], fn=_wait_service),
         Step("run the simulated journey over HTTP",
              ["journey", "--url", "{serve.url}", "--days", str(journey_days), "--seed", str(seed), "--json"]),
-        Step(f"evaluate the challenger ({CHALLENGER}) off-policy on the served log",
-             ["ope", "--log", "{journey.log}", "--as-of", "{journey.journey_end}", "--target", CHALLENGER,
-              "--folds", str(ope_folds), "--bootstrap", str(ope_bootstrap), "--seed", str(seed), "--json"],
-             in_workspace=False, group="after-journey"),
         Step("check drift and policy health", ["drift", "--json"], ok_codes=(0, 1), group="after-journey"),
-        Step(f"retrain: refit the challenger policy ({CHALLENGER}) from the joined log", ["refit"], fn=_refit,
-             group="after-journey"),
-        Step("promote the challenger policy only if it wins", ["promotion"], fn=_promotion),
+        Step(f"retrain: batch refit of a challenger ({CHALLENGER}) on history + the first journey days",
+             ["refit"], fn=_refit, group="after-journey"),
+        Step(f"evaluate the challenger ({CHALLENGER}) off-policy on the last journey days",
+             ["ope", "--log", "{journey.log}", "--as-of", "{journey.journey_end}", "--since", "{refit.split}",
+              "--target-file", "{refit.path}", "--folds", str(ope_folds), "--bootstrap", str(ope_bootstrap),
+              "--seed", str(seed), "--json"],
+             in_workspace=False, group="after-journey", after_fns=True),
+        Step("promote the challenger in the running service only if it clearly wins", ["promotion"], fn=_promotion),
         Step("stop the decision service", ["stop"], fn=_stop_service),
     ]
 
@@ -440,16 +530,24 @@ def _summary_lines(steps: list[Step]) -> list[str]:
                          f"{_fmt(h.get('decisions_per_second'), ',.0f')} decisions/s in /decide/batch, "
                          f"{h['outcomes']['accepted']:,} outcomes accepted, policy learned from {h['learned']:,} "
                          f"decisions ({h.get('policy_version_first')} -> {h.get('policy_version_last')})")
+    if "refit" in by:
+        r = by["refit"]
+        lines.append(f"challenger {r['policy']} ({r['version']}): batch refit on {r['history_rows']:,} history rows "
+                     f"+ {r['log_rows']:,} served decisions before {r['split']}")
     if "ope" in by:
         o = by["ope"]
         parts = [f"{k.upper()} {o[k]['value']:.3f} [{o[k]['ci_low']:.3f}, {o[k]['ci_high']:.3f}]"
                  for k in ("ips", "snips", "dr") if isinstance(o.get(k), dict) and o[k].get("value") is not None]
         if parts:
-            lines.append(f"challenger {CHALLENGER} off-policy on {o.get('n', 0):,} served decisions: "
-                         + ", ".join(parts) + f"; champion's logged value {_fmt(o.get('logged_value'))}")
+            lift = o.get("lift_over_logged") or {}
+            lines.append(f"challenger off-policy on {o.get('n', 0):,} served decisions from {o.get('decided_from')}: "
+                         + ", ".join(parts) + f"; champion's logged value {_fmt(o.get('logged_value'))}"
+                         + (f"; paired DR lift {lift['value']:+.3f} [{lift['ci_low']:+.3f}, {lift['ci_high']:+.3f}]"
+                            if lift else ""))
     if "promotion" in by:
-        lines.append(("challenger PROMOTED: " if by["promotion"]["promoted"] else "challenger NOT PROMOTED: ")
-                     + by["promotion"]["reason"])
+        p = by["promotion"]
+        lines.append(("challenger PROMOTED: " if p["promoted"] else "challenger NOT PROMOTED: ") + p["reason"])
+        lines.append(f"served champion policy: {p.get('served_before')} before, {p.get('served_after')} after")
     if "drift" in by:
         d = by["drift"]
         kinds = sorted({a.get("kind") for a in d.get("alarms", []) if isinstance(a, dict)})

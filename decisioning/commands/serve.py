@@ -30,6 +30,9 @@ def command(port, host, config_path, workspace):
     POST /decide         one customer (flat JSON body, see /docs)
     POST /decide/batch   a campaign audience: {"customer_ids": [...]}
     POST /outcome        one outcome, or {"outcomes": [...]}; idempotent by event_id
+    POST /learn          learn from the joined decision log now
+    POST /policy/promote {"candidate": "thompson.candidate"}: serve a fitted policy file of
+                         <workspace>/policies/ from now on (admin; needs the token if one is set)
     GET  /healthz /readyz /livez /metrics, /docs (OpenAPI)
 
     Needs profiles, the materialised feature store and registered champions (a missing part is

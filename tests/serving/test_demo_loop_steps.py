@@ -1,39 +1,31 @@
-"""The demo's own decisions (no server): the challenger policy is promoted only when its
-doubly-robust interval lies above the champion's logged value, and a new demo sets the previous
-run's service state aside instead of letting it cap the new journey."""
+"""The demo's own decisions (no server): the challenger is promoted only when the paired DR lift
+over the champion's logged value is clearly above 0, and a new demo sets the previous run's
+service state aside instead of letting it cap the new journey."""
 
 from __future__ import annotations
 
-import pickle
-
-from decisioning.commands.demo import CHALLENGER, Demo, _promotion, _set_aside_service_state
+from decisioning.commands.demo import _set_aside_service_state, gate
 
 
-def _demo(workspace, ope: dict) -> Demo:
-    cand = workspace.root / "policies" / f"{CHALLENGER}.candidate.pkl"
-    cand.parent.mkdir(parents=True, exist_ok=True)
-    cand.write_bytes(pickle.dumps({"a": "policy"}))
-    d = Demo(workspace, seed=0)
-    d.done = {"ope": ope, "refit": {"path": str(cand)}}
-    return d
+def _ope(value, lo, hi, dr=3.5, logged=3.0, ess=500.0):
+    return {"dr": {"value": dr, "ci_low": dr - 1, "ci_high": dr + 1}, "logged_value": logged, "n": 1000,
+            "ess": ess, "lift_over_logged": {"value": value, "ci_low": lo, "ci_high": hi}}
 
 
-def test_promoted_only_when_the_interval_is_above_the_logged_value(workspace):
-    win = _promotion(_demo(workspace, {"dr": {"value": 3.5, "ci_low": 3.2, "ci_high": 3.9}, "logged_value": 3.0}))
-    assert win["promoted"] and "above" in win["reason"]
-    assert (workspace.root / "policies" / f"{CHALLENGER}.pkl").is_file()
-    assert CHALLENGER in (workspace.root / "serving-promoted.yaml").read_text()
+def test_promoted_only_on_a_clear_win():
+    ok, why = gate(_ope(0.2, 0.05, 0.35))
+    assert ok and "above 0" in why
+    ok, why = gate(_ope(0.2, 0.05, 0.35, ess=5.0))  # a clear lift on too little overlap is not trusted
+    assert not ok and "too little overlap" in why
 
 
-def test_not_promoted_when_the_interval_overlaps_or_is_below(workspace):
-    overlap = _promotion(_demo(workspace, {"dr": {"value": 3.5, "ci_low": 2.7, "ci_high": 9.4},
-                                           "logged_value": 3.0}))
-    assert not overlap["promoted"] and "overlaps" in overlap["reason"]
-    below = _promotion(_demo(workspace, {"dr": {"value": 0.5, "ci_low": -5.9, "ci_high": 2.6}, "logged_value": 3.3}))
-    assert not below["promoted"] and "below" in below["reason"]
-    missing = _promotion(_demo(workspace, {"dr": None, "dr_reason": "no context", "logged_value": 3.0}))
-    assert not missing["promoted"] and "no context" in missing["reason"]
-    assert not (workspace.root / "policies" / f"{CHALLENGER}.pkl").exists()
+def test_not_promoted_when_the_lift_interval_includes_or_is_below_zero():
+    ok, why = gate(_ope(0.2, -0.01, 0.4))
+    assert not ok and "includes 0" in why and "champion stays" in why
+    ok, why = gate(_ope(-0.3, -0.5, -0.1))
+    assert not ok and "below 0" in why
+    ok, why = gate({"dr": None, "dr_reason": "no context", "logged_value": 3.0})
+    assert not ok and "no context" in why
 
 
 def test_previous_service_state_is_set_aside(workspace):
