@@ -288,7 +288,11 @@ class SendTimeModel(_OffPolicyBinary):
     6 four-hour columns): the model then also sees the activity share and its rank at the
     candidate hour, which lets trees compare hours per customer. ``reference_hours`` names
     context columns holding a typical local hour of the customer (peak or mean activity hour):
-    the model also sees the circular distance in hours from the candidate hour to each. ``hour_scores`` gives (n, H) open
+    the model also sees the circular distance in hours from the candidate hour to each. With
+    ``hour_as_feature=False`` (and a profile or reference hours) the candidate hour enters only
+    through those per-customer figures, not as a raw column: a population-wide hour effect then
+    cannot override the customer's own hours (seed 1 x 20k: gap closed 0.70 -> 0.74).
+    ``hour_scores`` gives (n, H) open
     probabilities over ``hours``; ``predict`` returns the best hour per row.
     """
 
@@ -296,7 +300,7 @@ class SendTimeModel(_OffPolicyBinary):
 
     def __init__(self, hour_column: str = "send_hour", hours: tuple[int, ...] = SEND_HOURS,
                  hour_profile: tuple[str, ...] | None = None, reference_hours: tuple[str, ...] | None = None,
-                 weighting: str = "ipw", max_weight: float = 20.0, n_estimators: int = 300,
+                 hour_as_feature: bool = True, weighting: str = "ipw", max_weight: float = 20.0, n_estimators: int = 300,
                  learning_rate: float = 0.05, num_leaves: int = 31, min_child_samples: int = 100,
                  subsample: float = 0.8, colsample_bytree: float = 0.8, reg_lambda: float = 1.0,
                  early_stopping_rounds: int | None = 30, n_jobs: int | None = None, random_state: int = 0):
@@ -308,6 +312,7 @@ class SendTimeModel(_OffPolicyBinary):
         self.hours = hours
         self.hour_profile = hour_profile
         self.reference_hours = reference_hours
+        self.hour_as_feature = hour_as_feature
         self.weighting = weighting
         self.max_weight = max_weight
 
@@ -341,6 +346,10 @@ class SendTimeModel(_OffPolicyBinary):
         if idx is None:
             return X
         hour = X[:, idx["hour"]]
+        if not getattr(self, "hour_as_feature", True) and (idx["profile"] or idx["reference"]):
+            # the candidate hour enters only through its fit with the customer's own hours
+            X = X.copy()
+            X[:, idx["hour"]] = 0.0
         extra = []
         if idx["profile"]:
             prof = X[:, idx["profile"]]
@@ -378,8 +387,16 @@ class SendTimeModel(_OffPolicyBinary):
         return self.predict_proba(big)[:, 1].reshape(len(hours), n).T
 
     def predict(self, X) -> np.ndarray:
-        """(n,) best local send hour per row."""
-        return np.asarray(self.hours)[np.argmax(self.hour_scores(X), axis=1)]
+        """(n,) best local send hour per row. Trees score in steps, so several hours often tie
+        exactly; a tie goes to the hour nearest the first reference hour (else the earliest)."""
+        scores = self.hour_scores(X)
+        if self.reference_hours:
+            ref = X[self.reference_hours[0]].to_numpy(dtype=np.float64)
+            d = np.abs(np.asarray(self.hours, dtype=np.float64)[None, :] - ref[:, None]) % 24
+            d = np.where(np.isfinite(d), np.minimum(d, 24 - d), 0.0)
+            best = scores.max(axis=1, keepdims=True)
+            scores = np.where(scores >= best, -d, -np.inf)
+        return np.asarray(self.hours)[np.argmax(scores, axis=1)]
 
 
 class BestSingleOfferBaseline(BaseEstimator):

@@ -136,10 +136,32 @@ def _evaluation_set(ctx, family: str):
     return out
 
 
+def true_offer_values(ctx) -> np.ndarray:
+    """(n, K) true expected reward of each catalog offer for the offer evaluation set's customers
+    (their usual channel, 10:00 local the day after the history). Cached in ctx."""
+    from policies.reward import RewardConfig, expected_reward
+    from world.response import ActionBatch
+
+    key = ("true_offer_values",)
+    if key in ctx.cache:
+        return ctx.cache[key]
+    world = ctx.truth.world
+    ids, person, tz, channel, day, _ = _evaluation_set(ctx, "offer")
+    state = world.initial_state()
+    n, k = len(ids), len(world.catalog.offers)
+    cfg = RewardConfig()
+    at = _local_send_times(tz, day, 10)
+    values = np.zeros((n, k))
+    for j in range(k):
+        pr = world.true_probabilities(ActionBatch(person, channel, np.full(n, j), at), state)
+        values[:, j] = expected_reward(pr.expected_value, channel, pr.unsubscribed, cfg)
+    ctx.cache[key] = values
+    return values
+
+
 def oracle_policy(ctx, family: str, estimator, baseline=None) -> dict:
     """True-value figures of the model, the baseline and the oracle on the same customers."""
     from models.metrics import gap_closed, value_of_choice
-    from policies.reward import RewardConfig, expected_reward
     from world.response import ActionBatch
 
     world = ctx.truth.world
@@ -147,13 +169,7 @@ def oracle_policy(ctx, family: str, estimator, baseline=None) -> dict:
     state = world.initial_state()
     n = len(ids)
     if family == "offer":
-        cfg = RewardConfig()
-        k = len(world.catalog.offers)
-        at = _local_send_times(tz, day, 10)
-        values = np.zeros((n, k))
-        for j in range(k):
-            pr = world.true_probabilities(ActionBatch(person, channel, np.full(n, j), at), state)
-            values[:, j] = expected_reward(pr.expected_value, channel, pr.unsubscribed, cfg)
+        values = true_offer_values(ctx)
         Xm = X.copy()
         Xm["send_hour"] = 10
         Xm["offer"] = 0

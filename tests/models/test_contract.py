@@ -188,6 +188,24 @@ def test_send_time_model_finds_each_customers_hour_from_its_activity_profile():
     assert np.abs(m.predict(rows) - np.array([9, 13, 20])).max() <= 1
 
 
+def test_send_time_without_the_raw_hour_picks_the_hour_nearest_the_customers_own():
+    # trees score in steps: many candidate hours tie, and a tie must go to the nearest hour
+    rng = np.random.default_rng(4)
+    n = 8000
+    X = pd.DataFrame({"noise": rng.normal(size=n), "ref": rng.uniform(8.0, 21.0, n)})
+    hours = rng.integers(8, 22, n)
+    d = np.abs(hours - X["ref"].to_numpy())
+    y = (rng.random(n) < 0.05 + 0.3 * np.exp(-0.5 * (d / 2.0) ** 2)).astype(int)
+    X["send_hour"] = hours
+    m = models.offpolicy.SendTimeModel(reference_hours=("ref",), hour_as_feature=False, n_estimators=30,
+                                       num_leaves=4).fit(X, y, propensity=np.full(n, 1 / 14))
+    rows = X.head(400)
+    nearest = np.clip(np.floor(rows["ref"].to_numpy() + 0.5), 8, 21)
+    assert (m.predict(rows) == nearest).all()
+    scores = m.hour_scores(rows)
+    assert (scores == scores.max(axis=1, keepdims=True)).sum(axis=1).max() > 1  # ties do occur
+
+
 def test_next_best_offer_two_stage_learns_clicks_then_conversions():
     rng = np.random.default_rng(3)
     n = 20_000

@@ -25,3 +25,17 @@ def orders_only_ws(tmp_path_factory) -> Workspace:
     ws = Workspace(tmp_path_factory.mktemp("orders_only") / "ws").ensure()
     make_profiles(ws.profiles, n=1200, seed=1, campaigns=False)
     return ws
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> Workspace:
+    """A small simulated world with its truth and profiles (shared by the notebooks and the
+    truth-based diagnostics; both only read the sources and the truth)."""
+    from features.profiles import build_profiles
+    from world.config import WorldConfig
+    from world.world import World
+
+    ws = Workspace(tmp_path_factory.mktemp("small_world") / "ws").ensure()
+    World.generate(WorldConfig(customers=1500, days=180, seed=3)).write(ws)
+    build_profiles(ws.raw, ws.profiles, truth_dir=ws.truth)
+    return ws

@@ -10,19 +10,6 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
-@pytest.fixture(scope="module")
-def small_world(tmp_path_factory):
-    from core.workspace import Workspace
-    from features.profiles import build_profiles
-    from world.config import WorldConfig
-    from world.world import World
-
-    ws = Workspace(tmp_path_factory.mktemp("nb") / "ws").ensure()
-    World.generate(WorldConfig(customers=1500, days=180, seed=3)).write(ws)
-    build_profiles(ws.raw, ws.profiles, truth_dir=ws.truth)
-    return ws
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["01_explore_profiles_and_features.ipynb", "02_train_and_compare.ipynb"])
 def test_notebook_runs_top_to_bottom(name, small_world, monkeypatch):
