@@ -375,11 +375,10 @@ def _journey_split(demo: Demo):
     return start, start + pd.Timedelta(days=days // 2), end
 
 
-def _refit(demo: Demo) -> dict:
-    """Retrain from the logged outcomes, in batch: a fresh challenger of the champion's class
-    fitted on the campaign history (the journey's warm start, over more sends than the service's)
-    and then on the served log's decisions of the journey's first half that had matured by the
-    split. It never sees a decision of the second half, on which it is judged."""
+def _fit_challenger(demo: Demo, until, as_of, name: str):
+    """A fresh challenger of the champion's class: warm-started on the campaign history, then
+    updated with the served log's decisions decided before ``until`` (None: all) that had matured
+    by ``as_of``; saved as ``<policies>/<name>``. Returns (policy, path, history_rows, log_rows, seconds)."""
     from serving.config import load_serving_config
     from serving.learning import refit_policy
     from serving.policy_state import policy_dir, save_policy, warm_start
@@ -387,22 +386,33 @@ def _refit(demo: Demo) -> dict:
     log_path = (demo.done.get("journey") or {}).get("log")
     if not log_path:
         raise DecisioningError("demo: the journey did not report its decision log")
-    _start, split, _end = _journey_split(demo)
     cfg = load_serving_config(demo.workspace.root / "serving-demo.yaml", environ={})
     t0 = time.perf_counter()
     initial = warm_start(demo.workspace, CHALLENGER, cfg.policy_params, cfg.policy_layer, demo.seed,
                          max_sends=CHALLENGER_HISTORY)
     history_rows = int(getattr(initial, "n_seen_", 0))
     t1 = time.perf_counter()
-    policy, n = refit_policy(Path(log_path), CHALLENGER, params=cfg.policy_params, as_of=split.to_pydatetime(),
-                             until=split.to_pydatetime(), seed=demo.seed, layer=cfg.policy_layer, initial=initial)
-    path = policy_dir(demo.workspace) / f"{CHALLENGER}.candidate.pkl"
+    policy, n = refit_policy(Path(log_path), CHALLENGER, params=cfg.policy_params, as_of=as_of.to_pydatetime(),
+                             until=None if until is None else until.to_pydatetime(), seed=demo.seed,
+                             layer=cfg.policy_layer, initial=initial)
+    path = policy_dir(demo.workspace) / name
     save_policy(policy, path)
+    return policy, path, history_rows, n, (round(t1 - t0, 1), round(time.perf_counter() - t1, 1))
+
+
+def _refit(demo: Demo) -> dict:
+    """Retrain from the logged outcomes, in batch: a fresh challenger of the champion's class
+    fitted on the campaign history (the journey's warm start, over more sends than the service's)
+    and then on the served log's decisions of the journey's first half that had matured by the
+    split. It never sees a decision of the second half, on which it is judged."""
     from serving.engine import _policy_version
 
+    _start, split, _end = _journey_split(demo)
+    policy, path, history_rows, n, (s_hist, s_log) = _fit_challenger(
+        demo, split, split, f"{CHALLENGER}.candidate.pkl")
     return {"policy": CHALLENGER, "history_rows": history_rows, "log_rows": n, "split": split.isoformat(),
             "version": _policy_version(policy), "path": str(path), "candidate": path.name,
-            "seconds_history": round(t1 - t0, 1), "seconds_log": round(time.perf_counter() - t1, 1),
+            "seconds_history": s_hist, "seconds_log": s_log,
             "message": f"{CHALLENGER} refitted on {history_rows:,} campaign-history rows + {n:,} served decisions "
                        f"decided and matured before {split.isoformat()} (evaluated on the decisions from then on)"}
 
@@ -447,7 +457,6 @@ def _promotion(demo: Demo) -> dict:
     import httpx
 
     o = demo.done.get("ope") or {}
-    refit = demo.done.get("refit") or {}
     out = {"policy": CHALLENGER, "logged_value": o.get("logged_value"), "dr": o.get("dr"),
            "lift": o.get("lift_over_logged"), "n_evaluated": o.get("n")}
     if demo.service is None or demo.service.poll() is not None:
@@ -456,7 +465,17 @@ def _promotion(demo: Demo) -> dict:
     promote, why = gate(o)
     out |= {"promoted": promote, "reason": why}
     if promote:
-        r = httpx.post(f"{demo.url}/policy/promote", json={"candidate": refit["candidate"]}, timeout=120,
+        # the gate judged the refit procedure on held-out days; what goes live is the same
+        # procedure refitted on every matured decision, so the promoted policy has learned from the
+        # days it was judged on too (the service's learner counts them as learned already)
+        refit = demo.done.get("refit") or {}
+        candidate = refit.get("candidate")
+        if refit.get("split"):  # the demo's own refit step ran: refit on everything for deployment
+            _start, _split, end = _journey_split(demo)
+            _final, path, _h, n_all, _s = _fit_challenger(demo, None, end, f"{CHALLENGER}.final.pkl")
+            out["deployed_refit"] = {"log_rows": n_all, "candidate": path.name}
+            candidate = path.name
+        r = httpx.post(f"{demo.url}/policy/promote", json={"candidate": candidate}, timeout=120,
                        headers=demo.headers)
         if r.status_code != 200:
             raise DecisioningError(f"demo: POST /policy/promote answered {r.status_code}: {r.text[:300]}")
