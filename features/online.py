@@ -7,9 +7,14 @@ Python and protobuf, and importing Feast costs ~12 s at service start. This read
     reader = FastOnlineReader.open(workspace)       # reads <repo>/features.yaml, no Feast import
     feats = reader.read("decision_v1", ["c1", "c2"], request_time=None)   # -> OnlineFeatures
 
-Bulk reads (an audience of >= ``snapshot_min_ids`` customers) use the columnar snapshot the fast
-materialiser writes beside the SQLite store (``SnapshotWriter``, ``OnlineSnapshot``; see the
-section below) while it matches the store, and the store itself otherwise: same OnlineFeatures.
+Reads use the columnar snapshot the fast materialiser writes beside the SQLite store
+(``SnapshotWriter``, ``OnlineSnapshot``; see the section below) while it matches the store, and the
+store itself otherwise: same OnlineFeatures. An audience of >= ``snapshot_min_ids`` customers is
+read with array operations; fewer (a single decide) through the snapshot's in-memory row index
+(customer id -> row), ~0.17 ms instead of ~0.38 ms for one customer. Whether the snapshot still
+matches is checked at EVERY read (the store's stamp: three stats and a 28-byte header read, ~5 us),
+so a write committed to the store before a read starts sends that read back to SQLite: no time
+window (within the stamp's own limits, the same as for bulk reads; see ``store_stamp``).
 
 It relies on Feast's storage format for the pinned version (entity key serialisation v3, one
 SQLite row per feature value with a serialised ``feast.types.Value``; Redis: one hash per entity
@@ -27,7 +32,7 @@ import sqlite3
 import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -100,16 +105,22 @@ class FastOnlineReader:
         self._local = threading.local()
         self._plans: dict[str, tuple[dict[str, list[str]], list[str]]] = {}
         self._cache: dict[bytes, object] = {}
-        #: reads of at least this many ids use the columnar snapshot when it matches the store
+        #: False: every read goes to the store itself, never to the columnar snapshot
+        self.use_snapshot = True
+        #: reads of at least this many ids use the snapshot's arrays (vectorised); fewer (a single
+        #: decide) its row index. Both only while the snapshot matches the store (checked per read)
         self.snapshot_min_ids = 64
-        #: where the last read came from: 'snapshot', 'sqlite' or 'redis' (tests, benchmarks)
+        #: where the last read came from: 'snapshot' (arrays), 'snapshot_rows' (row index),
+        #: 'sqlite' or 'redis' (tests, benchmarks)
         self.last_source: str | None = None
         self._snap: OnlineSnapshot | None = None
+        self._bad_snap_key: tuple | None = None
         self._snap_lock = threading.Lock()
         if settings.online_store.type == "redis":
             self._redis = _redis_client(settings.online_store.connection_string or "")
         else:
             self._path = settings.online_store.feast_yaml(repo)["path"]
+            self._snap_path = str(snapshot_path(self._path))
             if not Path(self._path).is_file():
                 raise WorkspaceError(f"no online store at {self._path}: run `decisioning features materialize`")
 
@@ -154,11 +165,17 @@ class FastOnlineReader:
         need, demand = self._plan(service)
         ids = [str(c) for c in customer_ids]
         req = _utc_ts(request_time, "request_time") if request_time is not None else pd.Timestamp.now(tz="UTC")
-        if len(ids) >= self.snapshot_min_ids and self.settings.online_store.type == "sqlite":
+        if self.use_snapshot and ids and self.settings.online_store.type == "sqlite":
             snap = self.snapshot()
-            if snap is not None and all(n in snap.numeric or n in snap.strings for names in need.values() for n in names):
-                self.last_source = "snapshot"
-                return self._read_snapshot(snap, service, need, demand, ids, req)
+            if snap is not None:
+                if len(ids) < self.snapshot_min_ids:
+                    rows = snap.row_plan(service, need, demand, self.config)
+                    if rows is not None:
+                        self.last_source = "snapshot_rows"
+                        return rows.read(snap, ids, req, self.config)
+                elif snap.covers(service, need):
+                    self.last_source = "snapshot"
+                    return self._read_snapshot(snap, service, need, demand, ids, req)
         self.last_source = self.settings.online_store.type
         values = self._read_sqlite(need, ids) if self.settings.online_store.type == "sqlite" \
             else self._read_redis(need, ids)
@@ -174,22 +191,24 @@ class FastOnlineReader:
     def snapshot(self) -> OnlineSnapshot | None:
         """The columnar snapshot if there is one and it matches the online store right now (else
         None: the store itself answers). Reloaded when the materialiser renamed a new one in."""
-        path = snapshot_path(self._path)
         try:
-            st = path.stat()
+            st = os.stat(self._snap_path)
         except FileNotFoundError:
             self._snap = None
             return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
         snap = self._snap
-        if snap is None or snap.file_key != (st.st_ino, st.st_mtime_ns, st.st_size):
+        if snap is None or snap.file_key != key:
+            if key == self._bad_snap_key:  # tried already: not again at every read
+                return None
             with self._snap_lock:
                 snap = self._snap
-                if snap is None or snap.file_key != (st.st_ino, st.st_mtime_ns, st.st_size):
+                if snap is None or snap.file_key != key:
                     try:
-                        snap = self._snap = OnlineSnapshot.load(path)
+                        snap = self._snap = OnlineSnapshot.load(Path(self._snap_path))
                     except Exception as exc:  # half-deleted, other version: the store answers
-                        log.warning("online snapshot %s not used: %s", path, exc)
-                        self._snap = None
+                        log.warning("online snapshot %s not used: %s", self._snap_path, exc)
+                        self._snap, self._bad_snap_key = None, key
                         return None
         return snap if snap.stamp == store_stamp(self._path) else None
 
@@ -514,16 +533,16 @@ def store_stamp(store_path: str | Path) -> list[int] | None:
     """What changes whenever the SQLite online store is written: file size, mtime (ns), the
     header's file change counter (rollback-journal mode bumps it at every commit) and the WAL's
     size and mtime if there is one. None if the store does not exist."""
-    p = Path(store_path)
+    p = os.fspath(store_path)  # os calls, not pathlib: this runs at every online read (~5 us)
     try:
-        st = p.stat()
-        with open(p, "rb") as fh:
+        st = os.stat(p)
+        with open(p, "rb", buffering=0) as fh:
             header = fh.read(28)
     except FileNotFoundError:
         return None
     counter = int.from_bytes(header[24:28], "big") if len(header) >= 28 else -1
     try:
-        wal = Path(str(p) + "-wal").stat()
+        wal = os.stat(p + "-wal")
         wal_part = [wal.st_size, wal.st_mtime_ns]
     except FileNotFoundError:
         wal_part = [0, 0]
@@ -543,6 +562,9 @@ class OnlineSnapshot:
     stamp: list[int]
     views: dict[str, list[str]]
     file_key: tuple
+    #: built on first use and kept with the snapshot: 'rows' (id -> row), ('covers', service),
+    #: ('plan', service) (a race builds the same value twice, harmlessly)
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> OnlineSnapshot:
@@ -568,6 +590,29 @@ class OnlineSnapshot:
         return cls(path=path, index=pd.Index(ids, dtype=object), numeric=numeric, strings=strings,
                    stamp=list(meta["stamp"]), views={k: list(v) for k, v in meta["views"].items()},
                    file_key=(st.st_ino, st.st_mtime_ns, st.st_size))
+
+    def rows(self) -> dict[str, int]:
+        """customer id -> row (a dict: one lookup costs ~50 ns, pandas' get_indexer ~50 us)."""
+        rows = self.cache.get("rows")
+        if rows is None:
+            rows = self.cache["rows"] = dict(zip(self.index.tolist(), range(len(self.index)), strict=True))
+        return rows
+
+    def covers(self, service: str, need: dict[str, list[str]]) -> bool:
+        """Whether the snapshot holds every stored feature a read of ``service`` needs."""
+        ok = self.cache.get(("covers", service))
+        if ok is None:
+            ok = self.cache[("covers", service)] = all(
+                n in self.numeric or n in self.strings for names in need.values() for n in names)
+        return ok
+
+    def row_plan(self, service: str, need: dict[str, list[str]], demand: list[str], config) -> _RowPlan | None:
+        """How a small read of ``service`` takes its values from this snapshot (None: it cannot)."""
+        key = ("plan", service)
+        if key not in self.cache:
+            self.cache[key] = _RowPlan.build(self, service, need, demand, config) if self.covers(service, need) \
+                else None
+        return self.cache[key]
 
     def frame(self) -> pd.DataFrame:
         """The snapshot as a DataFrame indexed by customer id (numeric as float64, text as object)."""
@@ -595,6 +640,101 @@ class OnlineSnapshot:
                     v[missing] = None
                 strings[n] = v
         return numeric, strings
+
+
+@dataclass(frozen=True)
+class _RowPlan:
+    """A read of a few customers (a single decide) from the snapshot's row index: the values the
+    store would give, then exactly ``features.store.assemble_online``'s flags, defaults, dtypes and
+    fill counts, as whole-block numpy operations instead of one per feature (tested equal to the
+    SQLite read for every service). Built once per (snapshot, service)."""
+
+    service: str
+    stored: tuple[np.ndarray, ...]  # the snapshot's numeric columns the read needs, (N,) float64
+    texts: tuple[np.ndarray, ...]  # its text columns the read needs, (N,) object
+    inputs: tuple[tuple[str, int], ...]  # on-demand input -> its row in ``stored``
+    tz: int  # the time zone's position in ``texts`` (-1: no request features)
+    demand: tuple[str, ...]  # request features, computed at read time
+    take: np.ndarray  # rows of [stored values; request features] in the service's numeric order
+    known_num: np.ndarray  # rows of ``stored`` holding customer_profile features
+    known_txt: tuple[int, ...]  # positions in ``texts`` holding customer_profile features
+    out_txt: tuple[tuple[str, int, object], ...]  # service text feature, position in ``texts``, default
+    int_rows: np.ndarray  # rows of the numeric block that are int features
+    slots: tuple[tuple[str, int, int], ...]  # service feature, block (0 float, 1 int, 2 text), row in it
+
+    @classmethod
+    def build(cls, snap: OnlineSnapshot, service: str, need: dict[str, list[str]], demand: list[str],
+              config) -> _RowPlan | None:
+        plan = _assembly(service, config)
+        wanted = list(dict.fromkeys(n for names in need.values() for n in names))
+        num = [n for n in wanted if n in snap.numeric]
+        txt = [n for n in wanted if n not in snap.numeric]
+        if demand and "timezone" not in txt or any(n not in snap.strings for n in txt):
+            return None
+        row = {n: i for i, n in enumerate(num)}
+        row.update({n: len(num) + i for i, n in enumerate(demand)})
+        if any(n not in row for n in plan.numeric) or any(n not in txt for n in plan.strings):
+            return None
+        if demand and any(n not in row for n in ON_DEMAND_INPUTS if n != "timezone"):
+            return None
+        ints = [i for i, n in enumerate(plan.numeric) if n in plan.ints]
+        int_pos = {plan.numeric[r]: j for j, r in enumerate(ints)}
+        num_pos = {n: i for i, n in enumerate(plan.numeric)}
+        text_slot = {n: j for j, n in enumerate(plan.strings)}
+        slots = tuple((n, 1, int_pos[n]) if n in int_pos else (n, 0, num_pos[n]) if n in num_pos else (n, 2, text_slot[n])
+                      for n in plan.names)
+        return cls(
+            service=service, stored=tuple(snap.numeric[n] for n in num), texts=tuple(snap.strings[n] for n in txt),
+            inputs=tuple((n, row[n]) for n in ON_DEMAND_INPUTS if n != "timezone") if demand else (),
+            tz=txt.index("timezone") if demand else -1, demand=tuple(demand),
+            take=np.array([row[n] for n in plan.numeric], dtype=np.int64),
+            known_num=np.array([row[n] for n in plan.profile if n in row and n in snap.numeric], dtype=np.int64),
+            known_txt=tuple(txt.index(n) for n in plan.profile if n in txt),
+            out_txt=tuple((n, txt.index(n), d) for n, d in zip(plan.strings, plan.string_defaults, strict=True)),
+            int_rows=np.array(ints, dtype=np.int64), slots=slots)
+
+    def read(self, snap: OnlineSnapshot, ids: list[str], req: pd.Timestamp, config) -> OnlineFeatures:
+        plan = _assembly(self.service, config)
+        rows = snap.rows()
+        n, m = len(ids), len(self.stored)
+        pos = [rows.get(c, -1) for c in ids]
+        nan_row, none_row = [np.nan] * m, [None] * len(self.texts)
+        # the stored values, (m, n) float64 with NaN where the store holds none (as Feast's None)
+        S = np.array([[a[p] for a in self.stored] if p >= 0 else nan_row for p in pos],
+                     dtype=np.float64).reshape(n, m).T
+        T = [[a[p] for a in self.texts] if p >= 0 else none_row for p in pos]  # n lists
+        if self.demand:
+            tz = np.array([t[self.tz] for t in T], dtype=object)
+            computed = on_demand_arrays(np.full(n, req.value / 1e9), tz, {k: S[r] for k, r in self.inputs}, config)
+            block = np.concatenate([S, np.array([computed[k] for k in self.demand], dtype=np.float64)
+                                    .reshape(len(self.demand), n)])
+        else:
+            block = S
+        # from here exactly assemble_online: known, None -> default, fill counts, dtypes
+        known = ~np.isnan(S[self.known_num]).all(axis=0) if len(self.known_num) else np.zeros(n, dtype=bool)
+        if self.known_txt:
+            known |= np.array([any(t[i] is not None for i in self.known_txt) for t in T], dtype=bool)
+        mat = block[self.take]
+        na = np.isnan(mat)
+        filled: dict[str, int] = {}
+        if na.any():
+            bad = np.flatnonzero(na.any(axis=1))
+            counts = (na[bad] & known).sum(axis=1)
+            filled = {plan.numeric[r]: int(c) for r, c in zip(bad, counts, strict=True) if c}
+            mat = np.where(na, plan.numeric_defaults[:, None], mat)
+        imat = mat[self.int_rows].astype(np.int64)
+        texts: list[np.ndarray] = []
+        for name, i, default in self.out_txt:
+            values = [t[i] for t in T]
+            texts.append(np.array([default if v is None else v for v in values], dtype=object))
+            k = sum(1 for v, kn in zip(values, known.tolist(), strict=True) if v is None and kn)
+            if k:
+                filled[name] = k
+        blocks = (list(mat), list(imat), texts)  # row views, as assemble_online's mat[i]
+        columns = {name: blocks[b][j] for name, b, j in self.slots}
+        return OnlineFeatures(service=self.service, request_time=req, customer_ids=tuple(ids), known=known,
+                              columns=columns, defaults=dict(plan.stored_defaults),
+                              missing_filled={name: filled[name] for name in plan.names if name in filled})
 
 
 def discard_snapshot(store_path: str | Path) -> None:

@@ -1,5 +1,6 @@
 """The columnar snapshot the fast materialiser writes beside the SQLite online store: bulk reads
-from it equal Feast's own read, and it is never used once the store has moved on without it."""
+and single reads (its row index) from it equal Feast's own read and the SQLite read, and it is
+never used once the store has moved on without it (from the very next read)."""
 
 from __future__ import annotations
 
@@ -48,11 +49,75 @@ def test_snapshot_read_equals_feast_for_every_service(feast_store, small_data):
             fast = reader.read(service, ids, request_time=at)
             assert reader.last_source == "snapshot"
             _assert_same(fast, feast_store.online(service, ids, request_time=at))
-    # small reads stay on the store by default, and give the same
+    # small reads use the snapshot's row index by default, and give the same
     reader.snapshot_min_ids = 64
     few = reader.read("decision_v1", ids[:3], request_time=end)
-    assert reader.last_source == "sqlite"
+    assert reader.last_source == "snapshot_rows"
     _assert_same(few, feast_store.online("decision_v1", ids[:3], request_time=end))
+
+
+def _assert_identical(fast, slow) -> None:
+    """Same OnlineFeatures, column by column: names, order, dtypes, values, flags, fill counts."""
+    _assert_same(fast, slow)
+    assert list(fast.columns) == list(slow.columns) and fast.customer_ids == slow.customer_ids
+    for name, col in fast.columns.items():
+        assert col.dtype == slow.columns[name].dtype and col.shape == slow.columns[name].shape, name
+
+
+def test_single_reads_from_the_snapshot_rows_equal_sqlite_for_every_service(feast_store, small_data):
+    snap_reader = FastOnlineReader.open(feast_store.workspace)
+    sql_reader = FastOnlineReader.open(feast_store.workspace)
+    sql_reader.use_snapshot = False
+    profiles = small_data.profiles.customer_id.astype(str).tolist()
+    _, end = feast_store.table_range()
+    singles = [[c] for c in profiles[::7]] + [["unknown-1"]]
+    smalls = [[profiles[3], "unknown-2", profiles[3]], profiles[:63], [profiles[-1], profiles[0]]]
+    for at in (end + pd.Timedelta(hours=3), pd.Timestamp("2026-01-10 23:30", tz="UTC")):
+        for service in SERVICES:
+            for ids in singles + smalls:
+                fast = snap_reader.read(service, ids, request_time=at)
+                assert snap_reader.last_source == "snapshot_rows"
+                slow = sql_reader.read(service, ids, request_time=at)
+                assert sql_reader.last_source == "sqlite"
+                _assert_identical(fast, slow)
+            # the SQLite decoder itself still equals Feast's own read
+            _assert_same(sql_reader.read(service, smalls[0], request_time=at),
+                         feast_store.online(service, smalls[0], request_time=at))
+    assert snap_reader.read("decision_v1", ["unknown-1"], request_time=end).known.tolist() == [False]
+
+
+def test_a_write_after_the_snapshot_sends_the_next_single_read_back_to_sqlite(tmp_path, small_profiles, small_data):
+    store = _fresh(tmp_path, small_profiles, "ws")
+    store.materialize()
+    path = _store_path(store)
+    reader = FastOnlineReader.open(store.workspace)
+    _, end = store.table_range()
+    cid = str(small_data.profiles.customer_id.iloc[0])
+    before = reader.read("decision_v1", [cid], request_time=end)
+    assert reader.last_source == "snapshot_rows"
+    # an unreadable snapshot: the store answers (and the file is not re-parsed at every read);
+    # the good file renamed back in is picked up again
+    snap = snapshot_path(path)
+    good = snap.read_bytes()
+    snap.write_bytes(b"not arrow")
+    _assert_identical(reader.read("decision_v1", [cid], request_time=end), before)
+    assert reader.last_source == "sqlite"
+    tmp = snap.with_name("restore.tmp")
+    tmp.write_bytes(good)
+    tmp.replace(snap)
+    _assert_identical(reader.read("decision_v1", [cid], request_time=end), before)
+    assert reader.last_source == "snapshot_rows"
+    # a write the snapshot does not follow: the very next single read goes to SQLite and sees it
+    row = store._latest_rows(next(v for v in store.feast().list_feature_views() if v.name == "fatigue"),
+                             *store.table_range())
+    row = row[row["customer_id"] == cid].assign(sends_7d=77, sends_1d=33)
+    kinds = {f: "int" for f in ("sends_1d", "sends_7d", "sends_7d_sms", "sends_7d_email", "sends_7d_wechat",
+                                "sends_7d_app_push")}
+    write_sqlite(path, "fatigue", row, kinds)
+    after = reader.read("decision_v1", [cid], request_time=end)
+    assert reader.last_source == "sqlite"
+    assert after.columns["sends_7d"].tolist() == [77] and before.columns["sends_7d"].tolist() != [77]
+    _assert_same(after, store.online("decision_v1", [cid], request_time=end))
 
 
 def _fresh(tmp_path, small_profiles, name: str) -> FeatureStoreAdapter:
