@@ -43,7 +43,15 @@ from core.errors import UnavailableError, WorkspaceError
 from core.workspace import Workspace
 from features.compute import ENTITY, ON_DEMAND_INPUTS, on_demand_arrays, stored_groups
 from features.services import check_service, service_groups
-from features.store import PROJECT, OnlineFeatures, StoreSettings, _assembly, _utc_ts, assemble_online
+from features.store import (
+    PROJECT,
+    OnlineFeatures,
+    StoreSettings,
+    _assembly,
+    _utc_ts,
+    assemble_online,
+    fill_numeric_defaults,
+)
 
 log = logging.getLogger(__name__)
 
@@ -714,14 +722,7 @@ class _RowPlan:
         known = ~np.isnan(S[self.known_num]).all(axis=0) if len(self.known_num) else np.zeros(n, dtype=bool)
         if self.known_txt:
             known |= np.array([any(t[i] is not None for i in self.known_txt) for t in T], dtype=bool)
-        mat = block[self.take]
-        na = np.isnan(mat)
-        filled: dict[str, int] = {}
-        if na.any():
-            bad = np.flatnonzero(na.any(axis=1))
-            counts = (na[bad] & known).sum(axis=1)
-            filled = {plan.numeric[r]: int(c) for r, c in zip(bad, counts, strict=True) if c}
-            mat = np.where(na, plan.numeric_defaults[:, None], mat)
+        mat, filled = fill_numeric_defaults(block[self.take], known, plan)
         imat = mat[self.int_rows].astype(np.int64)
         texts: list[np.ndarray] = []
         for name, i, default in self.out_txt:

@@ -159,6 +159,18 @@ def _assembly(service: str, config: FeatureConfig) -> _Assembly:
     )
 
 
+def fill_numeric_defaults(mat: np.ndarray, known: np.ndarray, plan: _Assembly) -> tuple[np.ndarray, dict[str, int]]:
+    """(k, n) numeric matrix of ``plan.numeric`` with NaN -> the feature's default, and per feature
+    how many KNOWN customers (``known``, (n,)) got a default (unknown ones are cold starts)."""
+    na = np.isnan(mat)
+    if not na.any():
+        return mat, {}
+    rows = np.flatnonzero(na.any(axis=1))
+    counts = (na[rows] & known).sum(axis=1)
+    filled = {plan.numeric[r]: int(c) for r, c in zip(rows, counts, strict=True) if c}
+    return np.where(na, plan.numeric_defaults[:, None], mat), filled
+
+
 def assemble_online(service: str, ids: Sequence[str], request_time: pd.Timestamp, raw: dict[str, Sequence],
                     config: FeatureConfig) -> OnlineFeatures:
     """Turn raw online values (feature name -> one value per id, None where the store has none)
@@ -172,13 +184,7 @@ def assemble_online(service: str, ids: Sequence[str], request_time: pd.Timestamp
     # numeric features as one (k, n) matrix: None -> NaN -> the feature's default
     mat = np.array([[np.nan if v is None else v for v in raw[name]] for name in plan.numeric],
                    dtype=np.float64).reshape(len(plan.numeric), n)
-    na = np.isnan(mat)
-    filled: dict[str, int] = {}
-    if na.any():
-        rows = np.flatnonzero(na.any(axis=1))
-        counts = (na[rows] & known).sum(axis=1)
-        filled = {plan.numeric[r]: int(c) for r, c in zip(rows, counts, strict=True) if c}
-        mat = np.where(na, plan.numeric_defaults[:, None], mat)
+    mat, filled = fill_numeric_defaults(mat, known, plan)
     numeric = {name: (mat[i].astype(np.int64) if name in plan.ints else mat[i]) for i, name in enumerate(plan.numeric)}
     columns: dict[str, np.ndarray] = {}
     for name, default in zip(plan.strings, plan.string_defaults, strict=True):
