@@ -11,7 +11,11 @@ posterior poorly. ``BuyerDynamics`` computes them once from the stored features,
   ``order_trend`` (orders in the last 30 days against the 60 before, per 30 days);
 * activity rhythm (churn cuts sessions): ``event_rate`` (events per day since the first event),
   ``event_overdue`` (days since the last event x that rate), ``event_trend_30d`` and
-  ``event_trend_90d`` (recent events against the lifetime rate).
+  ``event_trend_90d`` (recent events against the lifetime rate);
+* with ``latent=True``, the latent-state posterior of ``models.latent.LatentState`` (purchase rate
+  and churn time from sign-up, orders and events in windows; prior fitted by empirical Bayes on
+  the training rows): ``lat_p_buy`` (P(an order within 30 days)), ``lat_p_active`` (P(not
+  churned)), ``lat_rate``.
 
 Every input is an existing feature of ``features.compute``; a missing column skips the figures
 that need it, so a model trained on orders only still works.
@@ -29,9 +33,13 @@ HORIZON = 30.0
 class BuyerDynamics:
     """Column positions of the inputs and the fitted BG/NBD parameters (a plain picklable object)."""
 
-    def __init__(self, columns: list[str]):
+    def __init__(self, columns: list[str], latent: bool = False):
+        from models.latent import LatentState
+
         self.index = {c: i for i, c in enumerate(columns)}
         self.bg_params: tuple[float, float, float, float] | None = None
+        self.latent = LatentState(list(columns), horizon_days=HORIZON) \
+            if latent and LatentState.applicable(columns) else None
 
     def _has(self, names) -> bool:
         return all(n in self.index for n in names)
@@ -51,7 +59,10 @@ class BuyerDynamics:
         return x, t_x, np.maximum(T, np.maximum(t_x, 1e-3)), buyer
 
     def fit(self, M: np.ndarray, seed: int = 0, max_rows: int = 30_000) -> BuyerDynamics:
-        """Fit BG/NBD on the buyers among the rows (a seeded sample of at most ``max_rows``)."""
+        """Fit BG/NBD on the buyers among the rows (a seeded sample of at most ``max_rows``) and the
+        latent-state prior (``models.latent``) on a sample of the rows."""
+        if self.latent is not None:
+            self.latent.fit(M, seed=seed)
         if not self._has(_BG):
             return self
         from models.btyd import BGNBDClassifier
@@ -81,6 +92,10 @@ class BuyerDynamics:
                 out.append("event_trend_30d")
             if "events_90d" in self.index:
                 out.append("event_trend_90d")
+        if getattr(self, "latent", None) is not None and self.latent.params is not None:
+            from models.latent import NAMES
+
+            out += list(NAMES)
         return out
 
     def transform(self, M: np.ndarray) -> np.ndarray:
@@ -110,4 +125,7 @@ class BuyerDynamics:
                 cols.append(self._col(M, "events_30d") / (30.0 * rate + 0.1))
             if "events_90d" in self.index:
                 cols.append(self._col(M, "events_90d") / (90.0 * rate + 0.1))
+        latent = getattr(self, "latent", None)
+        if latent is not None and latent.params is not None:
+            cols += list(latent.transform(M).T)
         return np.column_stack(cols) if cols else np.zeros((M.shape[0], 0))

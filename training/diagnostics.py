@@ -8,6 +8,11 @@ as ``train``, what a model would reach if it were given some of those traits, or
   *rates*, not when they churn), and on those plus whether the person had churned by the cutoff
   (what the oracle uses). If the second is itself more than the goal below the oracle, the goal
   needs information no model can have.
+* ``bayes_ceiling`` (inside ``binary_ceiling``): the Bayes posterior of a purchase in the label
+  window under the world's OWN generative model and priors (``training.bayes``), from the orders
+  alone, from orders and visits (sessions), and from those plus message opens: the best any model
+  can do with that data, whatever its features. Also the gap by tenure and by orders before the
+  cutoff, for the oracle, the posterior and the features model.
 * ``offer_ceiling(ctx)`` (next-best-offer): share of the gap between the best single offer and the
   oracle's per-customer choice closed by the argmax of LightGBM regressions fitted (k-fold, on the
   oracle's customers) to the NOISE-FREE true value of every offer, from (a) the offer service's
@@ -45,9 +50,9 @@ def _persons_table(ctx) -> pd.DataFrame:
     return ctx.truth.world.persons.set_index("person_id")
 
 
-def binary_ceiling(ctx, family: str) -> dict:
+def binary_ceiling(ctx, family: str, posterior: bool = True) -> dict:
     """AUCs on the test rows of ``train``: oracle, features, features + latent rate and hazard,
-    and + churned-by-cutoff. Needs ``ctx.truth``."""
+    and + churned-by-cutoff; with ``posterior``, also ``bayes_ceiling``. Needs ``ctx.truth``."""
     from models.gbm import ChurnModel, PropensityModel
     from training.oracle import oracle_binary
     from training.pipeline import build_binary
@@ -78,12 +83,81 @@ def binary_ceiling(ctx, family: str) -> dict:
         "features_latent_rates": {p: with_truth(p, False) for p in data.X},
         "features_latent_rates_churned": {p: with_truth(p, True) for p in data.X},
     }
+    scores = {}
     for name, X in variants.items():
         m = cls(random_state=ctx.config.seed).fit(X["train"], y["train"], eval_set=(X["valid"], y["valid"]))
-        auc = _auc(y["test"], m.predict_proba(X["test"])[:, 1])
+        scores[name] = m.predict_proba(X["test"])[:, 1]
+        auc = _auc(y["test"], scores[name])
         out[f"{name}_auc"] = auc
         out[f"{name}_gap"] = out["oracle_auc"] - auc
+    if posterior:
+        out.update(bayes_ceiling(ctx, family, data.ids["test"], y["test"], p_or, scores["features"]))
     return out
+
+
+def bayes_ceiling(ctx, family: str, ids: np.ndarray, y: np.ndarray, p_oracle: np.ndarray,
+                  model: np.ndarray | None = None) -> dict:
+    """The Bayes posterior under the world's own generative model (``training.bayes``) on the test
+    rows: AUC and gap to the oracle from orders alone, orders and visits, and those plus message
+    opens; and the gap of the oracle, the posterior and ``model`` by tenure and by orders before
+    the cutoff (AUC within each bucket; share of the excess log-loss over the oracle)."""
+    from features.compute import ProfileData
+    from training.bayes import posterior_scores
+
+    data = ProfileData.load(ctx.workspace.profiles)
+    cutoff, horizon = ctx.split.test, ctx.split.horizon
+    post = posterior_scores(ctx.truth, data, ids, cutoff, horizon)
+    sign = 1.0 if family == "propensity" else -1.0  # churn = no purchase
+    out: dict = {}
+    oracle_auc = _auc(y, p_oracle)
+    for name in ("orders", "orders_visits", "all"):
+        a = _auc(y, sign * post[name])
+        out[f"posterior_{name}_auc"] = a
+        out[f"posterior_{name}_gap"] = oracle_auc - a
+    churned = ~_active_at(ctx, ids, cutoff)
+    if 0 < churned.mean() < 1:
+        out["posterior_active_auc_for_true_state"] = _auc(~churned, post["active"])
+    p_post = post["all"] if family == "propensity" else 1.0 - post["all"]
+    born = data.profiles.set_index("customer_id")
+    born = born["signup_at"].reindex(ids).fillna(born["first_seen_at"].reindex(ids))
+    tenure = ((cutoff - pd.to_datetime(born, utc=True)) / pd.Timedelta(days=1)).fillna(0).to_numpy()
+    o = data.orders[data.orders["ordered_at"] < cutoff]
+    n_orders = o.groupby("customer_id").size().reindex(pd.Index(ids)).fillna(0).to_numpy()
+    buckets = {
+        "tenure_days": (tenure, [-np.inf, 30, 90, 180, np.inf], ["<30", "30-90", "90-180", ">=180"]),
+        "orders_before": (n_orders, [-np.inf, 0, 1, 3, np.inf], ["0", "1", "2-3", ">=4"]),
+    }
+    scored = {"oracle": p_oracle, "posterior": p_post, **({"model": model} if model is not None else {})}
+    loss = {k: _log_loss_rows(y, v) for k, v in scored.items()}
+    by: dict = {}
+    for key, (v, edges, labels) in buckets.items():
+        cut = pd.cut(v, edges, labels=labels, right=True)
+        rows = {}
+        for lab in labels:
+            mk = np.asarray(cut == lab)
+            if mk.sum() < 30 or y[mk].min() == y[mk].max():
+                continue
+            r = {"share": float(mk.mean()), "positive_rate": float(y[mk].mean())}
+            for k, v2 in scored.items():
+                r[f"{k}_auc"] = _auc(y[mk], v2[mk])
+                if k != "oracle":
+                    ex = loss[k] - loss["oracle"]
+                    r[f"{k}_excess_log_loss_share"] = float(ex[mk].sum() / ex.sum()) if ex.sum() > 0 else float("nan")
+            rows[lab] = r
+        by[key] = rows
+    out["gap_by"] = by
+    return out
+
+
+def _log_loss_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def _active_at(ctx, ids: np.ndarray, cutoff: pd.Timestamp) -> np.ndarray:
+    person = ctx.truth.persons(ids)
+    churn = pd.to_datetime(_persons_table(ctx)["churn_at"], utc=True).reindex(person)
+    return (churn > cutoff).fillna(True).to_numpy()
 
 
 def offer_history_features(sends: pd.DataFrame, customer_ids: np.ndarray, before: pd.Timestamp,

@@ -76,6 +76,8 @@ class TrainConfig(BaseModel):
     max_train_rows: int = Field(200_000, ge=1000, description="cap on training rows per model (most recent)")
     oracle_customers: int = Field(20_000, ge=100, description="test customers scored against the truth "
                                   "for offer and send-time")
+    latent_state: bool = Field(False, description="propensity/churn also see the empirical-Bayes latent-state "
+                               "posterior (models.latent); small AUC gain, ~0.3 ms more per single-row score")
     track: bool = Field(True, description="log to MLflow and register the challenger")
     storage: str | None = Field(None, description="Optuna storage URL (default in memory)")
 
@@ -252,7 +254,7 @@ def train_binary(ctx: Context, family: str) -> dict:
     cls = PropensityModel if family == "propensity" else ChurnModel
 
     def make(**p):
-        return cls(random_state=cfg.seed, **p)
+        return cls(random_state=cfg.seed, latent_state=cfg.latent_state, **p)
 
     def fk(part):
         if part == "eval":

@@ -53,6 +53,13 @@ def test_ceilings_rise_when_the_truth_is_handed_to_the_model(small_world, capsys
     assert 0.5 < c["features_auc"] <= 1.0
     # knowing whether the person has churned is what the oracle knows: the gap nearly vanishes
     assert c["features_latent_rates_churned_gap"] < c["features_gap"] - 0.02
+    # the Bayes posterior under the world's own model: visits and opens add to what orders say
+    assert 0.5 < c["posterior_orders_auc"] <= c["posterior_all_auc"] + 0.01
+    assert c["posterior_all_gap"] == pytest.approx(c["oracle_auc"] - c["posterior_all_auc"])
+    assert c["posterior_active_auc_for_true_state"] > 0.7
+    tenure = c["gap_by"]["tenure_days"]
+    assert tenure and 0.5 < sum(b["share"] for b in tenure.values()) <= 1.0 + 1e-9
+    assert all({"oracle_auc", "posterior_auc", "model_auc"} <= set(b) for b in tenure.values())
     # the noise-free offer values are learnable from the true sensitivities, not from the features
     assert o["features_offer_history_true_sensitivities_gap_closed"] > 0.4
     assert o["features_offer_history_true_sensitivities_gap_closed"] > o["features_gap_closed"] + 0.2
