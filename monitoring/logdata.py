@@ -20,7 +20,15 @@ import pandas as pd
 
 from core.errors import InputError, WorkspaceError
 from core.workspace import Workspace
-from policies.log import DECISION_COLUMNS, DecisionLog, _check_time, channel_codes
+from policies.log import (
+    DECISION_COLUMNS,
+    DecisionLog,
+    _check_time,
+    channel_codes,
+    context_sql,
+    decode_contexts,
+    layout_names,
+)
 from policies.reward import RewardConfig
 from policies.reward import reward as reward_of
 
@@ -255,15 +263,24 @@ def sample_json(path: Path, since: datetime | None, until: datetime | None, n: i
         if len(seqs) > n:
             seqs = np.sort(np.random.default_rng(seed).choice(seqs, size=n, replace=False))
         cols = ("decision_id", "action", "propensity", *columns)
+        select = [context_sql(conn) if c == "context" else c for c in cols]  # the context: 3 stored values
         rows = conn.execute(
-            f"SELECT {', '.join(cols)} FROM decisions WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq",
+            f"SELECT {', '.join(select)} FROM decisions WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq",
             (json.dumps(seqs.tolist()),),
         ).fetchall()
-    data = list(zip(*rows, strict=True)) if rows else [() for _ in cols]
+        names_of = layout_names(conn) if "context" in columns else {}
+    width = len(cols) + 2 * ("context" in columns)
+    data = list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
     out = {"decision_id": list(data[0]), "action": list(data[1]),
            "propensity": np.asarray(data[2], dtype=np.float64)}
-    for name, values in zip(columns, data[3:], strict=True):
-        out[name] = [json.loads(v) for v in values]
+    j = 3
+    for name in columns:
+        if name == "context":  # policies.log's one decode, either schema
+            out[name] = decode_contexts(data[j], data[j + 1], data[j + 2], names_of)
+            j += 3
+        else:
+            out[name] = [json.loads(v) for v in data[j]]
+            j += 1
     return pd.DataFrame(out)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from core.types import CHANNELS, NO_SEND, SEND_HOURS, OutcomeEvent
-from policies.log import _INSERT_DECISION, DecisionLog, _dumps
+from policies.log import _INSERT_STORED, FREE_FORM_PREFIX, DecisionLog, _dumps, encode_context_matrix
 from policies.records import DecisionRecord, OutcomeRecord
 from policies.reward import RewardConfig, expected_reward
 from world import ActionBatch, World
@@ -48,14 +48,14 @@ def stable_share(ids: list[str], salt: str) -> np.ndarray:
 
 def _decision_row(f: dict, decided_ns: int) -> tuple:
     """The row ``DecisionLog.append`` stores for ``DecisionRecord(**f)`` (``logged_at`` = decided_at;
-    ``f["context"]`` already JSON text)."""
+    ``f["context"]`` already encoded: (blob, layout id, free-form JSON or None))."""
     decided_us = decided_ns // 1000
     send_us = None if f["send_at"] is None else (f["send_at"] - _EPOCH) // _US
     scores = f'{{"purchase":{f["scores"]["purchase"]!r}}}'
     return (f["decision_id"], f["customer_id"], decided_us, f["action"], f["channel"], f["offer"], f["send_slot"],
             send_us, f["timezone"], f["propensity"], _dumps(f["distribution"]) if f["distribution"] else "{}",
-            f["context"], scores, "[]", "[]", f["policy"], "0", "{}", f["ab_arm"], int(f["holdout"]), 0, None, None,
-            decided_us)
+            f["context"][0], scores, "[]", "[]", f["policy"], "0", "{}", f["ab_arm"], int(f["holdout"]), 0, None, None,
+            decided_us, f["context"][1], f["context"][2])
 
 
 @dataclass
@@ -159,10 +159,21 @@ def simulate_decision_log(
             context = {**static, "sends_7d": sends_7d.sum(axis=0), "opens_7d": opens_7d.sum(axis=0)}
             ctx_frame = pd.DataFrame(context).round(6)
             ctx_rows = ctx_frame.to_dict("records") if validate else None
-            if not validate:  # the JSON text json.dumps would write (floats by repr), at format speed
+            if not validate:  # what DecisionLog.append stores (policies.log.encode_context), column-wise:
+                # the leading float columns as float64 bytes, the rest as the JSON text json.dumps
+                # would write (numbers by repr), at format speed
                 keys = list(ctx_frame.columns)
-                template = "{" + ",".join(f'"{k}":%r' for k in keys) + "}"
-                ctx_json = [template % t for t in zip(*(ctx_frame[k].tolist() for k in keys), strict=True)]
+                k = 0
+                while k < len(keys) and ctx_frame[keys[k]].dtype == np.float64 \
+                        and not keys[k].startswith(FREE_FORM_PREFIX):
+                    k += 1
+                blobs, lids, _, layouts = encode_context_matrix(ctx_frame[keys[:k]].to_numpy(np.float64), keys[:k])
+                raw.executemany("INSERT OR IGNORE INTO context_layouts (id, columns) VALUES (?, ?)",
+                                [(i, _dumps(list(v))) for i, v in layouts.items()])
+                template = "{" + ",".join(f'"{c}":%r' for c in keys[k:]) + "}"
+                extra = [template % t for t in zip(*(ctx_frame[c].tolist() for c in keys[k:]), strict=True)] \
+                    if k < len(keys) else [None] * n
+                ctx_json = list(zip(blobs, lids, extra, strict=True))
             if reference is None:
                 reference = pd.DataFrame(context).assign(**{"score:purchase": score})
             decided = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=decided_ns // 1000)
@@ -207,7 +218,7 @@ def simulate_decision_log(
                 log.add_outcomes(outcomes)
             else:
                 raw.execute("BEGIN")
-                raw.executemany(_INSERT_DECISION, records)
+                raw.executemany(_INSERT_STORED, records)
                 raw.executemany("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?)", outcomes)
                 raw.execute("COMMIT")
             n_dec += len(records)

@@ -447,11 +447,17 @@ class Guardrails:
         acted = np.zeros((n, len(self.names)), dtype=bool)
         col = plan.col
 
-        def remove(name: str, blocked: np.ndarray) -> None:
-            """blocked: (n, K) bool, never on no-send."""
-            hit = (mask & blocked).any(axis=1)
-            acted[:, col[name]] |= hit
-            mask[blocked] = False
+        def remove(name: str, blocked: np.ndarray, rows: np.ndarray | None = None) -> None:
+            """blocked: (n, K) bool, never on no-send; or (len(rows), K) for those rows only."""
+            if rows is None:
+                hit = (mask & blocked).any(axis=1)
+                acted[:, col[name]] |= hit
+                mask[blocked] = False
+                return
+            sub = mask[rows]
+            acted[rows, col[name]] |= (sub & blocked).any(axis=1)
+            sub[blocked] = False
+            mask[rows] = sub
 
         # holdout
         holdout = self._holdout(audience.customer_id)
@@ -528,24 +534,42 @@ class Guardrails:
         if not len(ci) and plan.caps_min_sends >= 1:
             return  # none of the history's sends is by a customer of this batch
         C, S = times.shape[1], times.shape[2]
+        if not n:
+            return
+        t_ns = times.view(np.int64)
+        lo, hi = int(t_ns.min()), int(t_ns.max())  # the candidates' send times
+        send_arms = np.flatnonzero(plan.send)
+        local = np.full(n, -1, dtype=np.int64)
         for name, window, channel, arms_cap, max_sends in plan.caps:
-            sel = slice(None) if channel is None else rch == channel
+            # only customers with one of the cap's arms still allowed can be capped by it (most of
+            # an audience has none left after consent, reachability and the caps before), and only
+            # sends within a window of some candidate's time count: the counts are computed for
+            # those alone, with the same result
+            live = np.flatnonzero(mask[:, arms_cap].any(axis=1))
+            if not len(live):
+                continue
+            m = len(live)
+            local[:] = -1
+            local[live] = np.arange(m)
+            sel = (local[ci] >= 0) & (rt > lo - window) & (rt < hi + window)
+            if channel is not None:
+                sel &= rch == channel
             c_i, t_i = ci[sel], rt[sel]
             if not len(c_i) and max_sends >= 1:
-                continue  # no send on the cap's channel(s): it cannot be full
-            counts = np.zeros(n * C * S, dtype=np.int64)
+                continue  # no send on the cap's channel(s) near the candidates: it cannot be full
+            counts = np.zeros(m * C * S, dtype=np.int64)
             if len(c_i):
                 # a send at t shares a sliding window with a candidate at s when |t - s| < window
                 # (sends already scheduled later than s count too: the window ending at them would
                 # contain the candidate)
-                s_c = times[c_i].view(np.int64).reshape(len(c_i), C * S)  # (R, C*S)
+                s_c = t_ns[c_i].reshape(len(c_i), C * S)  # (R, C*S)
                 inside = (t_i[:, None] > s_c - window) & (t_i[:, None] < s_c + window)
-                cell = c_i[:, None] * (C * S) + np.arange(C * S)
-                counts = np.bincount(cell[inside], minlength=n * C * S)
-            full = (counts >= max_sends).reshape(n, C, S)
-            blocked = np.zeros((n, self.arms.n_arms), dtype=bool)
-            blocked[:, plan.send] = full[:, plan.cl_send, plan.sl_send]
-            remove(name, blocked & arms_cap[None, :])
+                cell = local[c_i][:, None] * (C * S) + np.arange(C * S)
+                counts = np.bincount(cell[inside], minlength=m * C * S)
+            full = (counts >= max_sends).reshape(m, C, S)
+            blocked = np.zeros((m, self.arms.n_arms), dtype=bool)
+            blocked[:, send_arms] = full[:, plan.cl_send, plan.sl_send]
+            remove(name, blocked & arms_cap[None, :], live)
 
     def _reserve(self, key, limit, unit, arms_b, mask, order, reserve) -> _Reservation:
         n = mask.shape[0]

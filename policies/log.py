@@ -3,7 +3,14 @@
 One SQLite file in WAL mode holds two tables:
 
 * ``decisions``: one row per :class:`~policies.records.DecisionRecord`. Scalars are columns;
-  the distribution, context, scores, reasons, guardrails and model versions are JSON text.
+  the distribution, scores, reasons, guardrails and model versions are JSON text. The context
+  (schema 2) is binary: the leading run of finite float entries of the record's context (the
+  context features) as little-endian float64 in ``context`` (a BLOB), their names stored once in
+  ``context_layouts`` (``context_layout`` = its id, a hash of the names: :func:`layout_id`), the
+  other entries (free-form request context, which may hold strings) as JSON text in
+  ``context_extra`` (NULL when none). Schema-1 rows (JSON text in ``context``, no layout) are still
+  read; a schema-1 file is migrated in place when opened (two columns and a table added, no row
+  rewritten). Every reader decodes through :func:`decode_contexts` / :func:`context_matrix_of`.
   Timestamps are integers, microseconds since the Unix epoch, UTC (``decided_at``, ``send_at``,
   ``logged_at``). Indexed by ``decision_id`` (unique), ``(customer_id, decided_at)``,
   ``decided_at`` and the send time of sends.
@@ -31,10 +38,12 @@ the default reward: minus its channel cost.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -50,7 +59,11 @@ from core.types import CHANNELS
 from policies.records import DecisionRecord, OutcomeRecord
 from policies.reward import RewardConfig, reward
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: the schema versions this code reads (older ones are migrated in place when opened)
+_READABLE_VERSIONS = (1, 2)
+#: keys of the free-form request context (serving.engine.scrub_context names them so): always JSON
+FREE_FORM_PREFIX = "request."
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -126,7 +139,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     fallback       INTEGER NOT NULL,
     journey_id     TEXT,
     journey_step   TEXT,
-    logged_at      INTEGER NOT NULL
+    logged_at      INTEGER NOT NULL,
+    context_layout INTEGER,
+    context_extra  TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id, decided_at);
 CREATE INDEX IF NOT EXISTS decisions_decided_at ON decisions (decided_at);
@@ -140,11 +155,29 @@ CREATE TABLE IF NOT EXISTS outcomes (
     received_at  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outcomes_decision ON outcomes (decision_id);
+CREATE TABLE IF NOT EXISTS context_layouts (
+    id      INTEGER PRIMARY KEY,
+    columns TEXT NOT NULL
+);
 """
+#: schema 1 -> 2, in place: the binary context's layout and the free-form rest; old rows keep
+#: their JSON context (context_layout NULL)
+_MIGRATE_1_2 = (
+    "ALTER TABLE decisions ADD COLUMN context_layout INTEGER",
+    "ALTER TABLE decisions ADD COLUMN context_extra TEXT",
+    "CREATE TABLE IF NOT EXISTS context_layouts (id INTEGER PRIMARY KEY, columns TEXT NOT NULL)",
+)
 
+#: the schema-1 row (context as JSON text): still accepted, read as such
 _INSERT_DECISION = (
     f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in DECISION_COLUMNS)})"
+)
+#: the columns written (DECISION_COLUMNS, then the binary context's layout and free-form rest)
+STORED_COLUMNS: tuple[str, ...] = (*DECISION_COLUMNS, "context_layout", "context_extra")
+_INSERT_STORED = (
+    f"INSERT INTO decisions ({', '.join(STORED_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in STORED_COLUMNS)})"
 )
 
 
@@ -224,6 +257,154 @@ def _dumps(obj) -> str:
     return _ENCODER.encode(obj)
 
 
+# -- the binary context (schema 2) -----------------------------------------------------------------
+
+def layout_id(names: Sequence[str]) -> int:
+    """The id of a context layout (an ordered list of names): the first 8 bytes of the SHA-256 of
+    its compact JSON, as a signed 64-bit integer (the same in every process and file)."""
+    return int.from_bytes(hashlib.sha256(_dumps(list(names)).encode()).digest()[:8], "big", signed=True)
+
+
+_LAYOUT_IDS: dict[tuple[str, ...], int] = {}
+
+
+def _layout(names: tuple[str, ...]) -> int:
+    i = _LAYOUT_IDS.get(names)
+    if i is None:
+        if len(_LAYOUT_IDS) > 4096:
+            _LAYOUT_IDS.clear()
+        i = _LAYOUT_IDS[names] = layout_id(names)
+    return i
+
+
+_PACKS: dict[int, struct.Struct] = {}
+
+
+def encode_context(context: dict) -> tuple[bytes, tuple[str, ...], str | None]:
+    """A record's context as stored: (little-endian float64 bytes of its leading run of float
+    entries whose key is not free-form, their names, the JSON text of the other entries or None).
+    ValueError for a non-finite value (JSON refused them in schema 1; the log still does)."""
+    items = list(context.items())
+    k = 0
+    for key, v in items:
+        if not isinstance(v, float) or key.startswith(FREE_FORM_PREFIX):
+            break
+        k += 1
+    values = [v for _, v in items[:k]]
+    if not all(map(math.isfinite, values)):
+        raise ValueError("Out of range float values are not JSON compliant")
+    pack = _PACKS.get(k)
+    if pack is None:
+        pack = _PACKS[k] = struct.Struct(f"<{k}d")
+    extra = _dumps(dict(items[k:])) if k < len(items) else None
+    return pack.pack(*values), tuple(key for key, _ in items[:k]), extra
+
+
+def encode_context_matrix(X: np.ndarray, names: Sequence[str], extra: Sequence[dict] | None = None
+                          ) -> tuple[list[bytes], list[int], list[str | None], dict[int, tuple[str, ...]]]:
+    """The stored context of n records whose context is ``dict(zip(names, X[i])) | extra[i]``
+    (column-wise, for large batches): (blobs, layout ids, free-form JSON or None, the layouts
+    used: id -> names). Exactly what :func:`encode_context` gives row by row. ValueError for a
+    non-finite value in X."""
+    X = np.ascontiguousarray(X, dtype="<f8")
+    n = X.shape[0]
+    names = tuple(names)
+    if X.ndim != 2 or X.shape[1] != len(names):
+        raise ValueError(f"the context matrix must be (n, {len(names)}); got {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("Out of range float values are not JSON compliant")
+    if names and any(c.startswith(FREE_FORM_PREFIX) for c in names):
+        raise ValueError(f"context feature names may not start with {FREE_FORM_PREFIX!r}")
+    width = 8 * len(names)
+    buf = X.tobytes()
+    blobs = [buf[i * width:(i + 1) * width] for i in range(n)]
+    lid = _layout(names)
+    layouts = {lid: names}
+    ids = [lid] * n
+    extras: list[str | None] = [None] * n
+    for i, e in enumerate(extra or ()):
+        if e:  # the rare row with a request context: the record encoding of the merged dict
+            d = dict(zip(names, X[i].tolist(), strict=True))
+            d.update(e)
+            blobs[i], got, extras[i] = encode_context(d)
+            ids[i] = _layout(got)
+            layouts[ids[i]] = got
+    return blobs, ids, extras, layouts
+
+
+def has_binary_context(conn: sqlite3.Connection) -> bool:
+    """The decision log behind ``conn`` is schema 2 (binary contexts possible)."""
+    return any(r[1] == "context_layout" for r in conn.execute("PRAGMA table_info(decisions)"))
+
+
+def context_sql(conn: sqlite3.Connection, prefix: str = "") -> str:
+    """The SQL select list of a row's stored context (3 values: context, layout, free-form rest),
+    whatever the schema of the log behind ``conn`` (a read-only reader cannot migrate it)."""
+    if has_binary_context(conn):
+        return f"{prefix}context, {prefix}context_layout, {prefix}context_extra"
+    return f"{prefix}context, NULL, NULL"
+
+
+def layout_names(conn: sqlite3.Connection) -> dict[int, tuple[str, ...]]:
+    """Every context layout of the log behind ``conn``: id -> names. Read it AFTER the rows it
+    decodes (a layout is committed with the first row that uses it, and never removed)."""
+    try:
+        return {i: tuple(json.loads(c)) for i, c in conn.execute("SELECT id, columns FROM context_layouts")}
+    except sqlite3.OperationalError:  # schema 1: no binary context
+        return {}
+
+
+def decode_contexts(values: Sequence, layouts: Sequence, extras: Sequence,
+                    names_of: dict[int, tuple[str, ...]]) -> list[dict]:
+    """The logged context dicts of rows (stored ``context``, ``context_layout``,
+    ``context_extra``), either schema: the same dicts as the JSON of schema 1 gave."""
+    n = len(values)
+    out: list = [None] * n
+    groups: dict[int, list[int]] = {}
+    for i, (v, lid) in enumerate(zip(values, layouts, strict=True)):
+        if lid is None:
+            out[i] = json.loads(v)
+        else:
+            groups.setdefault(lid, []).append(i)
+    for lid, rows in groups.items():
+        names = names_of.get(lid)
+        if names is None:
+            raise InputError(f"the decision log lacks the context layout {lid} (a damaged log)")
+        M = np.frombuffer(b"".join([values[i] for i in rows]), dtype="<f8").reshape(len(rows), len(names))
+        for i, row in zip(rows, M.tolist(), strict=True):
+            out[i] = dict(zip(names, row, strict=True))
+    for i, e in enumerate(extras):
+        if e is not None:
+            out[i].update(json.loads(e))
+    return out
+
+
+def context_matrix_of(values: Sequence, layouts: Sequence, extras: Sequence,
+                      names_of: dict[int, tuple[str, ...]], columns: Sequence[str]) -> np.ndarray:
+    """(n, len(columns)) float64 matrix of the named context entries of stored rows (NaN where
+    missing or not a number), without building a dict per row where the layout is ``columns``."""
+    columns = tuple(columns)
+    n = len(values)
+    M = np.full((n, len(columns)), np.nan)
+    exact = [lid for lid, names in names_of.items() if names == columns]
+    fast = np.zeros(n, dtype=bool)
+    if exact:
+        lid = exact[0]
+        fast = np.fromiter((x == lid and e is None for x, e in zip(layouts, extras, strict=True)), dtype=bool,
+                           count=n)
+        idx = np.flatnonzero(fast)
+        if len(idx):
+            M[idx] = np.frombuffer(b"".join([values[i] for i in idx.tolist()]), dtype="<f8").reshape(
+                len(idx), len(columns))
+    rest = np.flatnonzero(~fast)
+    if len(rest):
+        dicts = decode_contexts([values[i] for i in rest], [layouts[i] for i in rest], [extras[i] for i in rest],
+                                names_of)
+        for j, d in zip(rest.tolist(), dicts, strict=True):
+            M[j] = [v if isinstance(v, int | float) else np.nan for v in (d.get(c) for c in columns)]
+    return M
+
+
 class DecisionLog:
     """Durable, concurrent-safe SQLite log of decisions and their outcomes.
 
@@ -279,18 +460,24 @@ class DecisionLog:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == SCHEMA_VERSION:
             return
-        if version not in (0, SCHEMA_VERSION):
-            raise InputError(f"{self.path} has decision-log schema {version}; this code reads {SCHEMA_VERSION}")
+        if version not in (0, *_READABLE_VERSIONS):
+            raise InputError(f"{self.path} has decision-log schema {version}; this code reads {_READABLE_VERSIONS}")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have done it
+            if version == 0:
                 if conn.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT IN ('decisions', 'outcomes')"
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT IN ('decisions', 'outcomes', 'context_layouts')"
                 ).fetchone()[0]:
                     raise InputError(f"{self.path} is an SQLite file with other tables, not a decision log")
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version == 1:  # in place: old rows keep their JSON context
+                for statement in _MIGRATE_1_2:
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -331,9 +518,13 @@ class DecisionLog:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _write(self, conn: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:
+    def _write(self, conn: sqlite3.Connection, sql: str, rows: list[tuple],
+               layouts: dict[int, tuple[str, ...]] | None = None) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if layouts:  # committed with the first rows that use them
+                conn.executemany("INSERT OR IGNORE INTO context_layouts (id, columns) VALUES (?, ?)",
+                                 [(i, _dumps(list(names))) for i, names in layouts.items()])
             conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException:
@@ -341,7 +532,13 @@ class DecisionLog:
             raise
 
     @staticmethod
-    def _row(r: DecisionRecord, logged_at: int) -> tuple:
+    def _row(r: DecisionRecord, logged_at: int, layouts: dict | None = None) -> tuple:
+        """The stored row (STORED_COLUMNS) of a record; the context layout it uses goes into
+        ``layouts`` (id -> names)."""
+        context, names, extra = encode_context(r.context)
+        lid = _layout(names)
+        if layouts is not None:
+            layouts[lid] = names
         return (
             r.decision_id,
             r.customer_id,
@@ -354,7 +551,7 @@ class DecisionLog:
             r.timezone,
             r.propensity,
             _dumps(r.distribution),
-            _dumps(r.context),
+            context,
             _dumps(r.scores),
             _dumps(r.reasons),
             _dumps(r.guardrails),
@@ -367,6 +564,8 @@ class DecisionLog:
             r.journey_id,
             r.journey_step,
             logged_at,
+            lid,
+            extra,
         )
 
     def append(self, records: Sequence[DecisionRecord], *, if_exists: Literal["error", "ignore"] = "error") -> None:
@@ -383,52 +582,77 @@ class DecisionLog:
             records = [records]
         logged_at = _to_us(datetime.now(UTC))
         rows = []
+        layouts: dict[int, tuple[str, ...]] = {}
         for r in records:
             if not isinstance(r, DecisionRecord):
                 raise InputError(f"the decision log takes DecisionRecord objects; got {type(r).__name__}")
             if r.distribution:
                 _check_distribution(r)
             try:
-                rows.append(self._row(r, logged_at))
+                rows.append(self._row(r, logged_at, layouts))
             except ValueError as exc:  # NaN or infinity in a JSON field
                 raise InputError(f"decision {r.decision_id}: cannot be logged: {exc}") from None
         if not rows:
             return
         conn = self._conn()
-        sql = _INSERT_DECISION if if_exists == "error" else _INSERT_DECISION.replace("INSERT", "INSERT OR IGNORE", 1)
+        sql = _INSERT_STORED if if_exists == "error" else _INSERT_STORED.replace("INSERT", "INSERT OR IGNORE", 1)
         try:
-            self._write(conn, sql, rows)
+            self._write(conn, sql, rows, layouts)
         except sqlite3.IntegrityError:
             raise InputError(self._duplicate_message([row[0] for row in rows])) from None
 
-    def append_columns(self, columns: dict[str, Sequence]) -> None:
+    def append_columns(self, columns: dict[str, Sequence],
+                       layouts: dict[int, Sequence[str]] | None = None) -> None:
         """Log decisions given column-wise and already encoded, all in one transaction; durable
         when this returns. For callers that build a large batch with array operations (the
         serving engine's batch path) and guarantee what :meth:`append` checks. ``columns``: every
         name of DECISION_COLUMNS but ``logged_at``, each a sequence of n row values as stored
-        (JSON columns as compact JSON text, times as integer microseconds UTC, booleans as 0/1).
+        (JSON columns as compact JSON text, times as integer microseconds UTC, booleans as 0/1),
+        and ``context_layout`` / ``context_extra`` with the binary context
+        (:func:`encode_context_matrix` gives the three context columns and ``layouts``, the
+        names of every layout id used); without them ``context`` is schema-1 JSON text.
         A ``decision_id`` already in the log raises InputError and nothing is written."""
         names = DECISION_COLUMNS[:-1]
         missing = [c for c in names if c not in columns]
         if missing:
             raise InputError(f"append_columns needs the columns {missing}")
         n = len(columns[names[0]])
-        if any(len(columns[c]) != n for c in names):
+        if any(len(columns[c]) != n for c in (*names, *(c for c in STORED_COLUMNS[-2:] if c in columns))):
             raise InputError("append_columns: the columns differ in length")
         if not n:
             return
+        binary = "context_layout" in columns
+        if binary:
+            unknown = set(columns["context_layout"]) - set(layouts or {})
+            if unknown:
+                raise InputError(f"append_columns: the context layouts {sorted(unknown)} are not given")
         logged_at = _to_us(datetime.now(UTC))
-        rows = list(zip(*(columns[c] for c in names), [logged_at] * n, strict=True))
+        stored = [columns[c] for c in names] + [[logged_at] * n]
+        if binary:
+            stored += [columns["context_layout"], columns.get("context_extra", [None] * n)]
+        rows = list(zip(*stored, strict=True))
         conn = self._conn()
         before = conn.execute("PRAGMA cache_size").fetchone()[0]
         if n >= 10_000:  # the indexes' pages of a large batch stay in memory until the commit
             conn.execute(f"PRAGMA cache_size = {-min(262_144, 4 * n)}")
+            # and the commit does not copy the batch from the WAL into the file (a checkpoint of
+            # ~100 MB): the caller may run checkpoint() afterwards, off its critical path; else the
+            # next commit of this connection does it
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         try:
-            self._write(conn, _INSERT_DECISION, rows)
+            self._write(conn, _INSERT_STORED if binary else _INSERT_DECISION, rows,
+                        {i: tuple(v) for i, v in (layouts or {}).items()} if binary else None)
         except sqlite3.IntegrityError:
             raise InputError(self._duplicate_message([row[0] for row in rows])) from None
         finally:
             conn.execute(f"PRAGMA cache_size = {before}")
+            conn.execute("PRAGMA wal_autocheckpoint = 1000")
+
+    def checkpoint(self) -> None:
+        """Copy the committed WAL into the database file now, as far as readers allow (SQLite's
+        passive checkpoint): what a commit does when the WAL has grown past 1000 pages; a bulk
+        :meth:`append_columns` leaves it to the caller."""
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _duplicate_message(self, ids: list[str]) -> str:
         seen: set[str] = set()
@@ -504,17 +728,26 @@ class DecisionLog:
         return " AND ".join(clauses), params
 
     @staticmethod
-    def _frame(rows: list[tuple], columns: Sequence[str], parse_json: bool | Iterable[str]) -> pd.DataFrame:
+    def _frame(rows: list[tuple], columns: Sequence[str], parse_json: bool | Iterable[str],
+               names_of: dict[int, tuple[str, ...]] | None = None) -> pd.DataFrame:
+        """The frame of rows of ``columns`` (with ``context``: each row ends with its
+        context_layout and context_extra, see _select)."""
         if isinstance(parse_json, bool):
             parse = set(JSON_COLUMNS) if parse_json else set()
         else:
             parse = set(parse_json)
             if parse - set(JSON_COLUMNS):
                 raise InputError(f"parse_json names {sorted(parse - set(JSON_COLUMNS))}; JSON columns are {JSON_COLUMNS}")
-        cols = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+        width = len(columns) + 2 * ("context" in columns)
+        cols = list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
         data: dict[str, object] = {}
-        for name, values in zip(columns, cols, strict=True):
-            if name in _TIME_COLUMNS:
+        for name, values in zip(columns, cols, strict=False):
+            if name == "context":
+                dicts = decode_contexts(values, cols[-2], cols[-1], names_of or {})
+                data[name] = _objects(dicts if name in parse else
+                                      [v if lid is None else _dumps(d)
+                                       for v, lid, d in zip(values, cols[-2], dicts, strict=True)])
+            elif name in _TIME_COLUMNS:
                 data[name] = _times(values)
             elif name in _BOOL_COLUMNS:
                 data[name] = np.array(values, dtype=bool)
@@ -527,6 +760,11 @@ class DecisionLog:
             else:
                 data[name] = _objects(values)
         return pd.DataFrame(data, copy=False)
+
+    @staticmethod
+    def _select(cols: Sequence[str]) -> str:
+        """The SQL select list of ``cols``; the stored context's layout and free-form rest last."""
+        return ", ".join(cols) + (", context_layout, context_extra" if "context" in cols else "")
 
     @staticmethod
     def _columns(columns: Iterable[str] | None) -> tuple[str, ...]:
@@ -557,10 +795,9 @@ class DecisionLog:
         """
         cols = self._columns(columns)
         where, params = self._range(since, until)
-        rows = self._conn().execute(
-            f"SELECT {', '.join(cols)} FROM decisions WHERE {where} ORDER BY seq", params
-        ).fetchall()
-        return self._frame(rows, cols, parse_json)
+        conn = self._conn()
+        rows = conn.execute(f"SELECT {self._select(cols)} FROM decisions WHERE {where} ORDER BY seq", params).fetchall()
+        return self._frame(rows, cols, parse_json, layout_names(conn) if "context" in cols else None)
 
     def outcomes(self) -> pd.DataFrame:
         """Every stored outcome: event_id, decision_id, event, occurred_at, value, received_at."""
@@ -618,7 +855,7 @@ class DecisionLog:
         conn.execute("BEGIN")  # one snapshot for both reads, whatever concurrent writers do
         try:
             rows = conn.execute(
-                f"SELECT seq, {anchor.replace('d.', '')} + :w <= :now, {', '.join(cols)} FROM decisions "
+                f"SELECT seq, {anchor.replace('d.', '')} + :w <= :now, {self._select(cols)} FROM decisions "
                 f"WHERE {where} ORDER BY seq",
                 named,
             ).fetchall()
@@ -632,9 +869,10 @@ class DecisionLog:
                     GROUP BY d.seq""",
                 named,
             ).fetchall()
+            names_of = layout_names(conn) if "context" in cols else None
         finally:
             conn.execute("COMMIT")
-        frame = self._frame([r[2:] for r in rows], cols, parse_json)
+        frame = self._frame([r[2:] for r in rows], cols, parse_json, names_of)
         seq = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         extra = np.zeros((len(rows), 7))
         if agg:
@@ -702,6 +940,6 @@ def channel_codes(channel: pd.Series | Sequence[str | None]) -> np.ndarray:
 
 
 def context_frame(frame: pd.DataFrame, column: str = "context") -> pd.DataFrame:
-    """The parsed JSON ``column`` (dicts) of a :meth:`DecisionLog.decisions` frame as a wide
+    """The parsed ``column`` (dicts) of a :meth:`DecisionLog.decisions` frame as a wide
     DataFrame, one column per key (missing keys are NaN), on the same index."""
     return pd.DataFrame.from_records(list(frame[column]), index=frame.index)

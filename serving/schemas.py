@@ -3,6 +3,8 @@ cross a process boundary; their JSON schema is what the OpenAPI document shows."
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -138,6 +140,62 @@ class DecisionResponse(BaseModel):
 
 class BatchDecisionResponse(BaseModel):
     decisions: list[DecisionResponse]
+
+
+class DecisionBatch(Sequence[DecisionResponse]):
+    """The decisions of a campaign audience as the engine returns them: a read-only sequence of
+    :class:`DecisionResponse` whose items are built on first access (building 100k pydantic objects
+    nobody may read costs more than deciding them). ``len``, iteration, indexing (ints and slices)
+    and ``==`` behave as on the list of the same objects. :meth:`json_bytes` is the body of
+    ``/decide/batch`` (the JSON of :class:`BatchDecisionResponse` of these decisions) written
+    straight from the engine's columns; :meth:`tally` counts decisions by (fallback_reason,
+    ab_arm, send) for the service's metrics without building them."""
+
+    __slots__ = ("_n", "_item", "_body", "_tally", "_cache")
+
+    def __init__(self, n: int, item: Callable[[int], DecisionResponse], body: Callable[[], bytes],
+                 tally: Callable[[], dict[tuple[str | None, str | None, bool], int]]):
+        self._n, self._item, self._body, self._tally = n, item, body, tally
+        self._cache: list[DecisionResponse | None] = [None] * n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        i = operator.index(i)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("decision index out of range")
+        d = self._cache[i]
+        if d is None:
+            d = self._cache[i] = self._item(i)
+        return d
+
+    def __iter__(self) -> Iterator[DecisionResponse]:
+        for i in range(self._n):
+            yield self[i]
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # mutable cache, compared by value
+
+    def __repr__(self) -> str:
+        return f"DecisionBatch({self._n} decisions)"
+
+    def json_bytes(self) -> bytes:
+        """The JSON body ``{"decisions": [...]}`` of these decisions, as BentoML would write
+        :class:`BatchDecisionResponse` of them (the same values)."""
+        return self._body()
+
+    def tally(self) -> dict[tuple[str | None, str | None, bool], int]:
+        """Decisions per (fallback_reason, ab_arm, action.send)."""
+        return self._tally()
 
 
 class OutcomeIn(BaseModel):

@@ -46,6 +46,7 @@ def test_fast_simulated_log_holds_what_the_validated_one_holds(tmp_path):
     import sqlite3
 
     from monitoring.simulate import simulate_decision_log
+    from policies.log import STORED_COLUMNS
     from world import World, WorldConfig
 
     world = World.generate(WorldConfig(customers=200, days=10, seed=2))
@@ -55,9 +56,11 @@ def test_fast_simulated_log_holds_what_the_validated_one_holds(tmp_path):
         sim = simulate_decision_log(world, path, days=3, seed=2, warmup_days=2, log_distribution=True,
                                     validate=validate)
         with sqlite3.connect(path) as conn:
-            decisions = conn.execute("SELECT * FROM decisions ORDER BY seq").fetchall()
+            stored = [c for c in STORED_COLUMNS if c != "logged_at"]  # the time of writing differs
+            decisions = conn.execute(f"SELECT {', '.join(stored)} FROM decisions ORDER BY seq").fetchall()
             outcomes = conn.execute("SELECT * FROM outcomes ORDER BY rowid").fetchall()
-        tables.append(([r[:-1] for r in decisions], [r[:-1] for r in outcomes], sim.true_incremental))
+            layouts = conn.execute("SELECT * FROM context_layouts ORDER BY id").fetchall()
+        tables.append((decisions, [r[:-1] for r in outcomes], layouts, sim.true_incremental))
     assert len(tables[0][0]) == 600 and len(tables[0][1]) > 50
     assert tables[0] == tables[1]
 

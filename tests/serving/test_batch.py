@@ -14,8 +14,9 @@ import pytest
 
 from core.workspace import Workspace
 from features.online import snapshot_path
-from policies.log import DECISION_COLUMNS, JSON_COLUMNS, DecisionLog
+from policies.log import JSON_COLUMNS, STORED_COLUMNS, DecisionLog
 from serving.engine import BULK_MIN_REQUESTS, Request, _float_reprs, _uuid4_hex
+from serving.schemas import BatchDecisionResponse, DecisionBatch
 
 T0 = datetime(2026, 7, 1, 9, 7, tzinfo=UTC)
 
@@ -57,7 +58,10 @@ def test_bulk_rows_and_responses_equal_the_record_path(prepared_ws, customer_ids
     try:
         reqs = [Request(c, T0, decision_id=f"d{i}", journey_id="j1", journey_step="s1")
                 for i, c in enumerate(customer_ids[:700])]
-        reqs[3].context = {"campaign": "spring", "weight": 0.25}  # a request context: merged as the record path does
+        # request contexts: merged as the record path does (a float not named as free-form extends the
+        # binary run of floats: another layout)
+        reqs[3].context = {"weight": 0.25, "campaign": "spring"}
+        reqs[4].context = {"request.weight": 0.5}
         plan = eng._plan(reqs)
         records = eng._records(reqs, plan)
         bulk = eng._bulk_rows(reqs, plan)
@@ -69,16 +73,33 @@ def test_bulk_rows_and_responses_equal_the_record_path(prepared_ws, customer_ids
         sends = sum(r.channel is not None for r in records)
         assert 0 < sends < len(records)  # both kinds of rows are compared
         assert any(r.guardrails for r in records) and any(len(r.distribution) > 1 for r in records)
+        stored = [c for c in STORED_COLUMNS if c != "logged_at"]
+        layouts: dict = {}
         for i, rec in enumerate(records):
-            want = DecisionLog._row(rec, 0)
-            got = tuple(bulk.columns[c][i] for c in DECISION_COLUMNS[:-1])
-            for name, a, b in zip(DECISION_COLUMNS[:-1], got, want[:-1], strict=True):
+            want = dict(zip(STORED_COLUMNS, DecisionLog._row(rec, 0, layouts), strict=True))
+            for name in stored:
+                a, b = bulk.columns[name][i], want[name]
                 assert a == b and type(a) is type(b), (i, name, a, b)
+        assert layouts == bulk.layouts and len(layouts) == 2  # the context features; + the request's float
+        assert isinstance(bulk.columns["context"][0], bytes) and bulk.columns["context_extra"][0] is None
+        assert json.loads(bulk.columns["context_extra"][3]) == {"campaign": "spring"}
+        assert json.loads(bulk.columns["context_extra"][4]) == {"request.weight": 0.5}
+        assert bulk.columns["context_layout"][4] == bulk.columns["context_layout"][0] != bulk.columns["context_layout"][3]
         responses = eng._bulk_responses(plan, bulk)
-        for rec, resp in zip(records, responses, strict=True):
-            ref = eng._response(rec)
+        assert isinstance(responses, DecisionBatch) and len(responses) == len(records)
+        refs = [eng._response(rec) for rec in records]
+        # the HTTP body, written from the columns before any response object exists
+        assert json.loads(responses.json_bytes()) == \
+            json.loads(BatchDecisionResponse.model_construct(decisions=refs).model_dump_json())
+        tally: dict = {}
+        for r in refs:
+            key = (r.fallback_reason, r.ab_arm, r.action.send)
+            tally[key] = tally.get(key, 0) + 1
+        assert responses.tally() == tally
+        for resp, ref in zip(responses, refs, strict=True):
             assert resp == ref
             assert resp.model_dump(mode="json") == ref.model_dump(mode="json")
+        assert responses == refs and responses[-1] is responses[len(refs) - 1] and responses[1:3] == refs[1:3]
     finally:
         eng.close()
 
@@ -100,7 +121,8 @@ def test_snapshot_and_store_paths_give_identical_decisions(prepared_ws, customer
             out.append([(d.customer_id, d.action.arm, d.probability, d.action.send_at, d.guardrails, d.scores,
                          d.reasons, d.fallback_reason) for d in res])
             rows = _logged(eng)
-            logged.append({c: {k: rows[c][k] for k in ("action", "propensity", "send_at", *JSON_COLUMNS)}
+            logged.append({c: {k: rows[c][k] for k in ("action", "propensity", "send_at", *JSON_COLUMNS,
+                                                       "context_layout", "context_extra")}
                            for c in ids})
         finally:
             eng.close()
@@ -141,7 +163,7 @@ def test_a_batch_is_logged_before_any_response(prepared_ws, customer_ids, tmp_pa
         assert sorted(a.unsubscribed) == sorted(b.unsubscribed)
         assert len(b.unsubscribed) == int(sent[0].customer_id in ask)
         # a log that refuses the write: the call fails, no response leaves
-        def refuse(columns):
+        def refuse(columns, layouts=None):
             raise InputError("disk full")
 
         eng.log.append_columns = refuse
