@@ -1,8 +1,8 @@
 """Benchmark of the decision service, as ratios against bare floors measured in the same run.
 
     uv run python -m bench.serving --workspace W [--batch 100000] [--single 200] [--repeats 3] [--skip-single]
-                                   [--requests 400] [--modes NORMAL,FULL] [--skip-http] [--skip-batch]
-                                   [--out FILE]
+                                   [--requests 400] [--modes NORMAL,FULL] [--workers 1,2] [--skip-http]
+                                   [--skip-batch] [--out FILE]
 
 W must be prepared (simulate, profiles, features apply + materialize, train, champions).
 1. in process: DecisionEngine.decide of one customer vs the bare floor (raw SELECT of the
@@ -19,7 +19,11 @@ W must be prepared (simulate, profiles, features apply + materialize, train, cha
    SQLite store, else its raw rows) + one native Booster.predict per model on the full array;
    alternating, --repeats times, the median ratio;
 3. HTTP: /decide p50, p99 and req/s at concurrency 1 and 8 against /noop on the same server, one
-   server per mode of --modes (the policy's learning timer off, so every figure sees one policy).
+   server per mode of --modes (the policy's learning timer off, so every figure sees one policy),
+   with --workers BentoML worker processes (default: the serving config's default). The client
+   is light, so that it leaves the 2 cores to the server: one keep-alive ``http.client``
+   connection per client thread, the same client for /noop and /decide; its own CPU time per
+   request is printed (``client_cpu_ms``).
 The machine's load average is printed with each section: absolute times on a shared box are
 noise, the ratios less so. No absolute thresholds: the goals of issue 6 are printed beside the
 figures. Results also go to --out as JSON (default <workspace>/bench/serving.json).
@@ -180,12 +184,31 @@ def _bare_batch(ws, many: list[str], boosters) -> tuple[float, str]:
     return time.perf_counter() - t0, how
 
 
-def batch(ws, ids, n: int, repeats: int = 3) -> dict:
+def batch(ws, ids, n: int, repeats: int = 3, fresh_log: bool = False) -> dict:
     """decide_batch of ``n`` customers against its bare floor (_bare_batch), alternating, ``repeats``
-    times; per repeat the ratio bare / batch, then the medians."""
+    times; per repeat the ratio bare / batch, then the medians. ``fresh_log``: the decisions go to
+    a new decision log in a temporary folder (removed after), not the workspace's (whose size
+    after many runs is part of what a write costs). Also reported: the log's bytes per decision
+    (file + WAL) and the response objects built (none until read: a DecisionBatch)."""
+    import shutil
+    import tempfile
+
+    from policies.log import DecisionLog
+    from serving.engine import GroupCommit
     from serving.schemas import BatchDecisionRequest
 
     eng = _engine(ws)
+    tmp = None
+    if fresh_log:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-batch-log-"))
+        eng.log.close()
+        eng.log = DecisionLog(tmp / "decisions.sqlite", synchronous="NORMAL")
+        eng._commits = GroupCommit(eng.log)
+    log_path = eng.log.path
+
+    def log_bytes() -> int:  # the database file (after a checkpoint: the WAL is reused, not grown)
+        return log_path.stat().st_size
+
     try:
         boosters = [(est.booster_, est.booster_.feature_name()) for est in eng.champions.snapshot().models.values()]
         many = ids[:n]  # unique customers (a batch decides once per customer); capped by the workspace
@@ -193,17 +216,29 @@ def batch(ws, ids, n: int, repeats: int = 3) -> dict:
         runs = []
         for _ in range(repeats):
             t_bare, how = _bare_batch(ws, many, boosters)
+            rows_before, bytes_before = len(eng.log), log_bytes()
             t0 = time.perf_counter()
             out = eng.decide_batch(BatchDecisionRequest(customer_ids=many, request_time=datetime.now(UTC)))
             t_batch = time.perf_counter() - t0
+            writer = getattr(eng, "_bulk_writer", None)
+            if writer is not None:  # the engine's own checkpoint after the batch: let it finish
+                writer.submit(lambda: None).result()
+            if hasattr(eng.log, "checkpoint"):
+                eng.log.checkpoint()  # so the bytes below are the file's, not a WAL's leftover
+            added = len(eng.log) - rows_before
             runs.append({"n": len(out), "seconds": t_batch, "decisions_per_s": len(out) / t_batch,
                          "bare_seconds": t_bare, "bare_read": how, "ratio_vs_bare": t_bare / t_batch,
-                         "features_from": getattr(eng.reader, "last_source", None), "load": os.getloadavg()[0]})
+                         "features_from": getattr(eng.reader, "last_source", None), "load": os.getloadavg()[0],
+                         "log_rows_added": added, "log_bytes_per_decision": (log_bytes() - bytes_before) / max(added, 1),
+                         "returned": type(out).__name__})
         med = {k: float(np.median([r[k] for r in runs])) for k in
-               ("seconds", "decisions_per_s", "bare_seconds", "ratio_vs_bare", "load")}
-        return {"runs": runs, "median": med, "n": runs[0]["n"], "models": len(boosters)}
+               ("seconds", "decisions_per_s", "bare_seconds", "ratio_vs_bare", "load", "log_bytes_per_decision")}
+        return {"runs": runs, "median": med, "n": runs[0]["n"], "models": len(boosters),
+                "log": "fresh" if fresh_log else str(log_path)}
     finally:
         eng.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _engine_seconds(url: str) -> tuple[float, float]:
@@ -220,7 +255,15 @@ def _engine_seconds(url: str) -> tuple[float, float]:
     return total, count
 
 
-def http(ws, ids, requests: int, sync: str = "NORMAL") -> dict:
+def _post(conn, path: str, body: bytes | None) -> tuple[int, bytes]:
+    """POST over a keep-alive http.client connection: (status, body)."""
+    conn.request("POST", path, body=body or b"", headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+def http(ws, ids, requests: int, sync: str = "NORMAL", workers: int | None = None) -> dict:
+    import http.client
     import tempfile
 
     import httpx
@@ -232,7 +275,7 @@ def http(ws, ids, requests: int, sync: str = "NORMAL") -> dict:
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     config = Path(tempfile.mkdtemp(prefix="bench-serving-")) / "serving.yaml"
-    config.write_text(f"log_synchronous: {sync}\n")
+    config.write_text(f"log_synchronous: {sync}\n" + (f"workers: {workers}\n" if workers else ""))
     env = {**os.environ, "DECISIONING_LEARN_SECONDS": "0"}  # one policy for every figure
     proc = subprocess.Popen([sys.executable, "-c", "from decisioning.cli import main; main()", "serve", "--port",
                              str(port), "--workspace", str(ws.root), "--config", str(config)],
@@ -240,10 +283,23 @@ def http(ws, ids, requests: int, sync: str = "NORMAL") -> dict:
     try:
         with DecisionClient(url) as client:
             client.wait_ready(timeout=300)
-        with httpx.Client(timeout=60) as c:  # warm both endpoints
-            for i in range(30):
-                c.post(url + "/noop")
-                c.post(url + "/decide", json={"customer_id": ids[(i * 104729) % len(ids)]})
+        # warm both endpoints in every worker process: fresh connections (the kernel hands each to one
+        # worker) until each worker, told apart by the pid in /status, has answered 30 decides
+        from serving.config import ServingConfig
+
+        n_workers = workers or ServingConfig().workers
+        warmed: dict[int, int] = {}
+        for i in range(2000):
+            with httpx.Client(timeout=60) as c:
+                pid = c.post(url + "/status", json={}).json().get("worker", {}).get("pid", 0)
+                if warmed.get(pid, 0) >= 30:
+                    if len(warmed) >= n_workers and min(warmed.values()) >= 30:
+                        break
+                    continue
+                for j in range(10):
+                    c.post(url + "/noop")
+                    c.post(url + "/decide", json={"customer_id": ids[(i * 104729 + j * 7919) % len(ids)]})
+                warmed[pid] = warmed.get(pid, 0) + 10
         out = {}
         # no-op and decide alternate per concurrency, so both see the same machine
         for conc in (1, 8):
@@ -252,26 +308,30 @@ def http(ws, ids, requests: int, sync: str = "NORMAL") -> dict:
                 lock = threading.Lock()
 
                 def worker(k, path=path, lat=lat, lock=lock, conc=conc):
-                    with httpx.Client(timeout=60) as c:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                    try:
                         for i in range(requests // conc):
-                            body = {"customer_id": ids[(k * 7919 + i * 31) % len(ids)]} if path == "/decide" else None
+                            body = (json.dumps({"customer_id": ids[(k * 7919 + i * 31) % len(ids)]}).encode()
+                                    if path == "/decide" else None)
                             t0 = time.perf_counter()
-                            r = c.post(url + path, json=body)
+                            status, text = _post(conn, path, body)
                             dt = time.perf_counter() - t0
-                            assert r.status_code == 200, r.text
+                            assert status == 200, text
                             with lock:
                                 lat.append(dt)
+                    finally:
+                        conn.close()
 
                 before = _engine_seconds(url) if path == "/decide" else (0.0, 0.0)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 th = [threading.Thread(target=worker, args=(k,)) for k in range(conc)]
                 for t in th:
                     t.start()
                 for t in th:
                     t.join()
-                wall = time.perf_counter() - t0
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 out[f"{path}@{conc}"] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "req_per_s": len(lat) / wall,
-                                         "load": os.getloadavg()[0]}
+                                         "client_cpu_ms": 1e3 * cpu / len(lat), "load": os.getloadavg()[0]}
                 if path == "/decide":
                     after = _engine_seconds(url)
                     if after[1] > before[1]:
@@ -295,8 +355,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400, help="HTTP requests per endpoint and concurrency")
     ap.add_argument("--modes", default="NORMAL,FULL",
                     help="decision-log modes to measure (ServingConfig.log_synchronous), comma-separated")
+    ap.add_argument("--workers", default=None,
+                    help="BentoML worker processes of the HTTP server, comma-separated to compare several "
+                         "in one run (e.g. 1,2; default: ServingConfig's default)")
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--skip-batch", action="store_true")
+    ap.add_argument("--batch-log", choices=("workspace", "fresh"), default="workspace",
+                    help="where the batch's decisions go: the workspace's decision log, or a new one in a temporary "
+                         "folder (the write into a log of millions of rows costs more)")
     ap.add_argument("--skip-single", action="store_true", help="skip the in-process single decisions")
     ap.add_argument("--out", default=None, help="JSON results (default <workspace>/bench/serving.json)")
     a = ap.parse_args()
@@ -330,19 +396,31 @@ def main() -> None:
               f"(load {cc['load']:.1f})")
     if not a.skip_batch:
         print(f"[{load()}] batch of {min(a.batch, len(ids)):,}")
-        b = res["batch"] = batch(ws, ids, a.batch, a.repeats)
+        b = res["batch"] = batch(ws, ids, a.batch, a.repeats, fresh_log=a.batch_log == "fresh")
         for i, r in enumerate(b["runs"]):
             print(f"  run {i}: batch {r['seconds']:.2f} s ({r['decisions_per_s']:,.0f}/s, features from "
                   f"{r['features_from']}); bare read ({r['bare_read']}) + {b['models']} predicts {r['bare_seconds']:.2f} s; "
-                  f"ratio {r['ratio_vs_bare']:.3f}x (load {r['load']:.1f})")
+                  f"ratio {r['ratio_vs_bare']:.3f}x; log {r['log_bytes_per_decision']:,.0f} B/decision; returned a "
+                  f"{r['returned']} (load {r['load']:.1f})")
         m = b["median"]
-        print(f"batch decide of {b['n']:,} (median of {len(b['runs'])}): {m['seconds']:.2f} s, {m['decisions_per_s']:,.0f} "
-              f"decisions/s (goal >= 20k); bare read + vectorised predict {m['bare_seconds']:.2f} s, ratio "
-              f"{m['ratio_vs_bare']:.3f}x (goal >= 0.5x) (load {m['load']:.1f})")
+        print(f"batch decide of {b['n']:,} (median of {len(b['runs'])}; decision log: {b['log']}): {m['seconds']:.2f} s, "
+              f"{m['decisions_per_s']:,.0f} decisions/s (goal >= 20k); bare read + vectorised predict "
+              f"{m['bare_seconds']:.2f} s, ratio {m['ratio_vs_bare']:.3f}x (goal >= 0.5x); log "
+              f"{m['log_bytes_per_decision']:,.0f} B/decision (load {m['load']:.1f})")
     if not a.skip_http:
-        for mode in modes:
-            print(f"[{load()}] HTTP, log_synchronous {mode}: {a.requests} requests per endpoint and concurrency")
-            h = res["http" if mode == "NORMAL" else f"http_{mode.lower()}"] = http(ws, ids, a.requests, mode)
+        from serving.config import ServingConfig
+
+        default_workers = ServingConfig().workers
+        try:
+            worker_counts = [int(w) for w in (a.workers or str(default_workers)).split(",") if w.strip()]
+        except ValueError:
+            ap.error(f"--workers: comma-separated counts, not {a.workers!r}")
+        for mode, workers in [(m, w) for m in modes for w in worker_counts]:
+            print(f"[{load()}] HTTP, log_synchronous {mode}, {workers} BentoML worker(s): {a.requests} requests "
+                  "per endpoint and concurrency")
+            key = "http" + ("" if mode == "NORMAL" else f"_{mode.lower()}") + \
+                ("" if workers == default_workers else f"_w{workers}")
+            h = res[key] = http(ws, ids, a.requests, mode, workers)
             for k, v in h.items():
                 extra = ""
                 if "p50_vs_noop" in v:
@@ -350,8 +428,8 @@ def main() -> None:
                              "(goal p50 <= 2x, p99 <= 15 ms, >= 250 req/s)")
                 if "engine_mean_ms" in v:
                     extra += f"; mean time in the engine {v['engine_mean_ms']:.2f} ms"
-                print(f"HTTP [{mode}] {k}: p50 {v['p50_ms']:.2f} ms, p99 {v['p99_ms']:.2f} ms, {v['req_per_s']:.0f} "
-                      f"req/s{extra} (load {v['load']:.1f})")
+                print(f"HTTP [{mode}, {workers}w] {k}: p50 {v['p50_ms']:.2f} ms, p99 {v['p99_ms']:.2f} ms, {v['req_per_s']:.0f} "
+                      f"req/s{extra}; client CPU {v['client_cpu_ms']:.2f} ms/request (load {v['load']:.1f})")
     out = Path(a.out) if a.out else ws.root / "bench" / "serving.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

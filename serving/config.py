@@ -10,6 +10,7 @@
     refresh_seconds: 30           # how often the registry is polled for a new champion
     seed: 0
     log_synchronous: NORMAL       # FULL: fsync the decision log at every commit (survives a power cut)
+    workers: 2                    # BentoML worker processes (each with its own engine; see serving.service)
 
 The service finds the file through ``$DECISIONING_SERVING_CONFIG`` (``decisioning serve --config``
 sets it); without it every field takes its default.
@@ -74,6 +75,12 @@ class ServingConfig(BaseModel):
         "asks) but the last commits may be lost in a power cut or an OS crash. FULL: fsync at every commit, "
         "survives a power cut too; at concurrency 1 the fsync dominates the decide's wall time (see "
         "bench/serving.py, which measures both)")
+
+    workers: int = Field(
+        2, ge=1, le=32, description="BentoML worker processes. Each runs its own engine (one Python interpreter "
+        "and GIL each); they share the workspace's files: the decision log, the budget ledger and outcomes in "
+        "SQLite, the served policies as files (a worker serves a policy another one learned or promoted before "
+        "its next decide), learning under an inter-process lock. 2 on a 2-core machine (bench/serving.py)")
 
     @field_validator("models")
     @classmethod

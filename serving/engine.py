@@ -35,14 +35,20 @@ Audiences (``decide_many`` of >= BULK_MIN_REQUESTS requests, so ``decide_batch``
 come from the online store's columnar snapshot (features.online, memory-mapped, used only while it
 matches the store); the policy is asked only about customers with more than one allowed arm (one
 allowed arm has probability 1 under any policy); the log's recent sends are read by one scan of
-the send-time index when that is cheaper than a probe per customer; the log rows are built column
-by column (JSON from templates, each distinct float's text once) and written in one transaction by
-a writer thread while the response objects are built; responses are returned only after the
-commit. Same decisions, log text and responses as the per-record path (tests/serving/test_batch.py).
+the send-time index when that is cheaper than a probe per customer; the customer scores (propensity,
+churn) are predicted in a second thread while this one runs the guardrails and the policy; only the
+rows with more than one arm of non-zero probability need the cumulative sums of the sampling; the
+log rows are built column by column (JSON from templates, each distinct float's text once; the
+context features as one float64 buffer sliced per row, policies.log.encode_context_matrix) and
+written in one transaction by a writer thread (the WAL's checkpoint after, off the call's path);
+the call returns, only after the commit, a ``DecisionBatch``: the response objects are built when
+read, and /decide/batch writes its JSON from the columns. Same decisions, log rows and responses as
+the per-record path (tests/serving/test_batch.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -75,6 +81,7 @@ from serving.config import MODEL_NAMES, ServingConfig
 from serving.schemas import (
     Action,
     BatchDecisionRequest,
+    DecisionBatch,
     DecisionRequest,
     DecisionResponse,
     OutcomeIn,
@@ -160,6 +167,10 @@ class Request:
     decision_id: str | None = None  # set from an idempotency key (serving.idempotency); else random
 
 
+_REQUEST_FIELDS = tuple(f for f in Request.__dataclass_fields__)
+_REQUEST_DEFAULT = Request("", datetime(1970, 1, 1, tzinfo=UTC))
+
+
 class DecisionEngine:
     """The decision service's logic. Build it with :meth:`open` (loads everything, with fallbacks)
     or give it its parts (tests, benchmarks). Thread-safe: requests may come from many threads."""
@@ -172,6 +183,7 @@ class DecisionEngine:
         self.reader_error: str | None = None
         self.champions = champions
         self.policy_arms = arms
+        self.policy_files = None  # serving.policy_state.ServedPolicies: follow the policy files (workers)
         self.log = decision_log
         self._commits = GroupCommit(decision_log)
         self.guardrails = guardrails
@@ -215,9 +227,12 @@ class DecisionEngine:
         from policies.budget import BudgetLedger
 
         workspace.decisions.mkdir(parents=True, exist_ok=True)
-        ledger = BudgetLedger(workspace.decisions / "budget.sqlite")
+        # the service's worker processes open the same files at once: creating an SQLite file and
+        # switching it to WAL is not safe against a concurrent creator ("database is locked")
+        with _interprocess_lock(workspace.decisions / ".open.lock"):
+            ledger = BudgetLedger(workspace.decisions / "budget.sqlite")
+            decision_log = DecisionLog(workspace.decisions / "decisions.sqlite", synchronous=config.log_synchronous)
         guard = Guardrails(arms, layer.guardrails, ledger=ledger)
-        decision_log = DecisionLog(workspace.decisions / "decisions.sqlite", synchronous=config.log_synchronous)
         reader, reader_error = None, None
         try:
             from features.online import FastOnlineReader
@@ -232,7 +247,7 @@ class DecisionEngine:
         for arm_name, pname, params in specs:
             try:
                 policy, source = load_or_warm_start(workspace, pname, params, layer, config.seed,
-                                                    config.warm_start_max_sends)
+                                                    config.warm_start_max_sends, arm=arm_name)
                 policy_arms[arm_name] = PolicyArm(arm_name, policy, source, _policy_version(policy))
             except DecisioningError as exc:
                 policy_arms[arm_name] = PolicyArm(arm_name, None, f"unavailable: {exc}")
@@ -251,8 +266,11 @@ class DecisionEngine:
     def close(self) -> None:
         if getattr(self, "_bulk_writer", None) is not None:
             self._bulk_writer.shutdown(wait=True)
+        if getattr(self, "_bulk_scorer", None) is not None:
+            self._bulk_scorer.shutdown(wait=True)
         if self.champions is not None:
             self.champions.close()
+        self._commits.close()
         self.log.close()
 
     def status(self) -> dict:
@@ -287,8 +305,9 @@ class DecisionEngine:
             return self._idempotent(request.request_id, [req])[0]
         return self.decide_many([req])[0]
 
-    def decide_batch(self, request: BatchDecisionRequest) -> list[DecisionResponse]:
-        """Decisions for a campaign audience, vectorised (one feature read, one policy call per arm)."""
+    def decide_batch(self, request: BatchDecisionRequest) -> Sequence[DecisionResponse]:
+        """Decisions for a campaign audience, vectorised (one feature read, one policy call per arm).
+        From BULK_MIN_REQUESTS customers on, a DecisionBatch (responses built when read)."""
         t = _utc(request.request_time)
         common = dict(journey_id=request.journey.id if request.journey else None,
                       journey_step=request.journey.step if request.journey else None,
@@ -297,13 +316,18 @@ class DecisionEngine:
                       window=(request.send_window.start_hour, request.send_window.end_hour)
                       if request.send_window else None,
                       allow_no_send=request.allow_no_send)
-        for cid in request.customer_ids:
-            _check_customer_id(cid)
+        _check_customer_ids(request.customer_ids)
         if len(set(request.customer_ids)) != len(request.customer_ids):
             seen: set[str] = set()
             dup = next(c for c in request.customer_ids if c in seen or seen.add(c))
             raise InputError(f"customer_ids: {dup!r} appears more than once; decide once per customer")
-        reqs = [Request(str(c), t, **common) for c in request.customer_ids]
+        # the same Request objects as Request(str(c), t, **common), without a dataclass __init__ each
+        base = {**{f: getattr(_REQUEST_DEFAULT, f) for f in _REQUEST_FIELDS}, "request_time": t, **common}
+        reqs = []
+        for c in request.customer_ids:
+            r = object.__new__(Request)
+            r.__dict__.update(base, customer_id=str(c), context={})
+            reqs.append(r)
         if getattr(request, "request_id", None):
             return self._idempotent(request.request_id, reqs)
         return self.decide_many(reqs)
@@ -350,6 +374,8 @@ class DecisionEngine:
         """Decisions for n requests (any mix of customers and times; the batch path uses one time)."""
         if not reqs:
             return []
+        if self.policy_files is not None:  # another worker learned or promoted: serve its policy now
+            self.policy_files.check()
         # all requests of one call are decided at one time (the batch path) or one by one
         if len({r.request_time for r in reqs}) > 1:
             return [self.decide_many([r])[0] for r in reqs]
@@ -404,6 +430,16 @@ class DecisionEngine:
         logged = self._logged_sends_bulk(ids, t) if n >= BULK_MIN_REQUESTS else self._logged_sends(ids, t)
         self._refresh_contacts(cols, ids, t, logged)
         plan.features = cols
+        early = None
+        if n >= BULK_MIN_REQUESTS:
+            # an audience: the customer scores (LightGBM predicts without the GIL) are computed in a
+            # second thread while this one runs the guardrails and the policy; the same numbers
+            with _BULK_WRITER_LOCK:
+                if getattr(self, "_bulk_scorer", None) is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._bulk_scorer = ThreadPoolExecutor(1, thread_name_prefix="decision-bulk-scores")
+            early = self._bulk_scorer.submit(self._customer_scores, cols, n, snap)
         X = self._context(cols, n)
         plan.context = X
         # 3. guardrails (caps see the profiles' recent campaign sends and the logged ones)
@@ -414,7 +450,8 @@ class DecisionEngine:
         plan.eligibility = elig
         mask = elig.mask
         # 4. policy (A/B arms) or the safe rule
-        keys = [f"{r.customer_id}|{t.isoformat()}|{r.journey_id}|{r.journey_step}" for r in reqs]
+        stamp = t.isoformat()  # one decision time per call
+        keys = [f"{r.customer_id}|{stamp}|{r.journey_id}|{r.journey_step}" for r in reqs]
         u = _uniform(keys, self.config.seed)
         in_challenger = (ab_assignment(ids, self.config.ab_test.challenger_share, self.config.ab_test.salt)
                          if self.config.ab_test is not None else np.zeros(n, bool))
@@ -448,15 +485,20 @@ class DecisionEngine:
                 dist[idx, rule] = 1.0
         cold = ~plan.known & (plan.fallback == None)  # noqa: E711 (object array)
         plan.fallback[cold] = "cold_start"
-        # 5. seeded sample from each row's distribution
-        cum = np.cumsum(dist, axis=1)
-        arm = np.argmax(cum > (u * cum[:, -1])[:, None], axis=1).astype(np.int64)
+        # 5. seeded sample from each row's distribution (a row with one arm of non-zero probability
+        # samples it whatever its uniform: only the others need the cumulative sums)
+        positive = dist > 0
+        arm = np.argmax(positive, axis=1).astype(np.int64)
+        multi = np.flatnonzero(np.count_nonzero(positive, axis=1) > 1)
+        if len(multi):
+            cum = np.cumsum(dist[multi], axis=1)
+            arm[multi] = np.argmax(cum > (u[multi] * cum[:, -1])[:, None], axis=1)
         plan.arm = arm
         plan.propensity = dist[np.arange(n), arm]
         plan.distribution = dist
         self.guardrails.settle(elig, arm)
         # 6. champion scores of the chosen action
-        plan.scores = self._scores(cols, n, arm, elig, snap)
+        plan.scores = self._scores(cols, n, arm, elig, snap, None if early is None else early.result())
         return plan
 
     def _read_conn(self) -> sqlite3.Connection:
@@ -476,15 +518,10 @@ class DecisionEngine:
         customers on a 130k-decision log).
         The same round trip brings the unsubscribes reported by ``t`` for the logged sends of
         these customers (``_Sends.unsubscribed``): one query per request, not two."""
-        uniq = json.dumps(list(dict.fromkeys(ids)))
-        rows = self._read_conn().execute(
-            "SELECT customer_id, channel, send_at FROM decisions WHERE customer_id IN "
-            "(SELECT value FROM json_each(?)) AND channel IS NOT NULL AND +send_at >= ? "
-            "UNION ALL "
-            "SELECT d.customer_id, d.channel, NULL FROM outcomes o JOIN decisions d ON o.decision_id = d.decision_id "
-            "WHERE o.event = 'unsubscribed' AND d.channel IS NOT NULL AND o.occurred_at <= ? "
-            "AND d.customer_id IN (SELECT value FROM json_each(?))",
-            (uniq, _us(t - _LOOKBACK), _us(t), uniq)).fetchall()
+        one = len(ids) == 1 or len(set(ids)) == 1  # a single decision: plain equality (~3x faster)
+        key = ids[0] if one else json.dumps(list(dict.fromkeys(ids)))
+        rows = self._read_conn().execute(_SENDS_OF_ONE if one else _SENDS_OF_MANY,
+                                         (key, _us(t - _LOOKBACK), _us(t), key)).fetchall()
         if not rows:
             return _NO_SENDS
         sends = [r for r in rows if r[2] is not None]
@@ -563,10 +600,16 @@ class DecisionEngine:
         """The sends the frequency caps count for ``ids``: the profiles' recent campaign sends
         (indexed once at start) and this service's logged ones, as the guardrails' SendHistory."""
         uniq = list(dict.fromkeys(ids))
-        row = {c: i for i, c in enumerate(uniq)}
         h_code, h_ch, h_at = self._hist.rows(uniq)
+        index = None
         if len(logged.customer_id):
-            l_code = np.fromiter((row[c] for c in logged.customer_id), dtype=np.int64, count=len(logged.customer_id))
+            if len(logged.customer_id) > 1000:  # an audience's sends: one hash join (every one is of uniq)
+                index = pd.Index(uniq, dtype=object)
+                l_code = index.get_indexer(pd.Index(logged.customer_id, dtype=object)).astype(np.int64)
+            else:
+                row = {c: i for i, c in enumerate(uniq)}
+                l_code = np.fromiter((row[c] for c in logged.customer_id), dtype=np.int64,
+                                     count=len(logged.customer_id))
             l_ch = np.fromiter((_CH_CODE.get(c, -1) for c in logged.channel), dtype=np.int64,
                                count=len(logged.channel))
             keep = l_ch >= 0
@@ -577,7 +620,7 @@ class DecisionEngine:
             code, ch, at = h_code, h_ch, h_at
         if not len(code):
             return _NO_HISTORY
-        return SendHistory(pd.Index(uniq, dtype=object), code, ch, at)
+        return SendHistory(pd.Index(uniq, dtype=object) if index is None else index, code, ch, at)
 
     def _context(self, cols: dict[str, np.ndarray], n: int) -> np.ndarray:
         """policies.context.context_matrix of the feature arrays (no DataFrame)."""
@@ -620,18 +663,24 @@ class DecisionEngine:
                 mask[idx[can_send], NO_SEND_INDEX] = False
         mask[~mask.any(axis=1), NO_SEND_INDEX] = True
 
-    def _scores(self, cols: dict[str, np.ndarray], n: int, arm: np.ndarray, elig,
-                snap: ChampionSnapshot) -> dict[str, np.ndarray]:
-        """Champion scores: propensity, churn (every customer); P(convert) and expected net value
-        of the chosen offer, P(open) at the chosen hour (sends only). Each (n,), NaN where absent.
-        Each model predicts once for all rows, with its native Booster on a float matrix."""
+    def _customer_scores(self, cols: dict[str, np.ndarray], n: int, snap: ChampionSnapshot) -> dict[str, np.ndarray]:
+        """The scores of the customer alone (not of the action): propensity, churn."""
         out: dict[str, np.ndarray] = {}
-        models = snap.models
-        a = self.arm_space
         for fam, key in (("propensity", "propensity"), ("churn", "churn")):
-            est = models.get(fam)
+            est = snap.models.get(fam)
             if est is not None:
                 out[key] = self._predict(est, cols.__getitem__, n, cols)
+        return out
+
+    def _scores(self, cols: dict[str, np.ndarray], n: int, arm: np.ndarray, elig,
+                snap: ChampionSnapshot, customer: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Champion scores: propensity, churn (every customer; ``customer``: already computed by
+        ``_customer_scores``); P(convert) and expected net value of the chosen offer, P(open) at
+        the chosen hour (sends only). Each (n,), NaN where absent. Each model predicts once for
+        all rows, with its native Booster on a float matrix."""
+        out: dict[str, np.ndarray] = dict(customer) if customer is not None else self._customer_scores(cols, n, snap)
+        models = snap.models
+        a = self.arm_space
         sends = np.flatnonzero(a.is_send[arm])
         if len(sends):
             extra = {"channel": a.channel[arm[sends]].astype(np.int64), "offer": a.offer[arm[sends]].astype(np.int64),
@@ -762,7 +811,7 @@ class DecisionEngine:
         return out
 
     # -- the bulk path (campaign audiences) -----------------------------------------------------
-    def _decide_bulk(self, reqs: list[Request]) -> list[DecisionResponse]:
+    def _decide_bulk(self, reqs: list[Request]) -> Sequence[DecisionResponse]:
         """``decide_many`` for an audience decided at one time: the same plan, then the log rows
         and the responses built column by column (no DecisionRecord per decision, JSON from
         templates and each distinct float's repr once), the same text and values as
@@ -788,13 +837,16 @@ class DecisionEngine:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._bulk_writer = ThreadPoolExecutor(1, thread_name_prefix="decision-log-bulk")
-        written = self._bulk_writer.submit(self.log.append_columns, bulk.columns)
+        written = self._bulk_writer.submit(self.log.append_columns, bulk.columns, bulk.layouts)
         try:
             responses = self._bulk_responses(plan, bulk)
         finally:
             error = written.exception()  # waits for the commit
         if error is not None:
             raise error
+        # the WAL's copy into the file, in the writer thread after this returns (the decisions are
+        # durable already: committed to the WAL); the next batch's write queues behind it
+        self._bulk_writer.submit(self.log.checkpoint)
         return responses
 
     def _bulk_rows(self, reqs: list[Request], plan: _Plan) -> _BulkRows | None:
@@ -802,7 +854,7 @@ class DecisionEngine:
         the responses need. None when a context value is not finite (the record path raises)."""
         n, t, elig, arm = plan.n, plan.decided_at, plan.eligibility, plan.arm
         arm_ids, arm_channel, arm_offer = self._arm_ids, *self._arm_labels()
-        context = _context_json(plan.context, [r.context for r in reqs], n)
+        context = _context_columns(plan.context, [r.context for r in reqs], n)
         if context is None:
             return None
         arms = arm.tolist()
@@ -838,19 +890,16 @@ class DecisionEngine:
         for j, v in enumerate(score_vals):
             pattern |= np.isfinite(v).astype(np.int64) << j
         scores_json: list = [None] * n
-        scores: list = [None] * n
         for p in np.unique(pattern).tolist():
             which = [j for j in range(len(score_names)) if p >> j & 1]
             rows = np.flatnonzero(pattern == p)
             tmpl = "{" + ",".join(f"{_dumps(score_names[j])}:%s" for j in which) + "}"
-            names = [score_names[j] for j in which]
-            vals = list(zip(*(score_vals[j][rows].tolist() for j in which), strict=True)) if which \
-                else [()] * len(rows)
             texts = list(zip(*(_float_reprs(score_vals[j][rows]).tolist() for j in which), strict=True)) \
                 if which else [()] * len(rows)
-            for i, v, tx in zip(rows.tolist(), vals, texts, strict=True):
+            for i, tx in zip(rows.tolist(), texts, strict=True):
                 scores_json[i] = tmpl % tx
-                scores[i] = dict(zip(names, v, strict=True))
+        # the responses' score dicts are built when a response is (DecisionBatch): their values here
+        scores = (score_names, [v.tolist() for v in score_vals], pattern.tolist())
         # policy, version and reasons (worded by _reasons): one per distinct combination
         who: dict = {}
         said: dict = {}
@@ -872,7 +921,7 @@ class DecisionEngine:
             if words is None:
                 listed = _reasons(fb, k, p, list(a), pv[0], arm_ids)
                 words = said[key] = (tuple(listed), _dumps(listed))
-            reasons[i] = list(words[0])
+            reasons[i] = words[0]  # a tuple shared by the rows of one wording: listed per response
             reasons_json[i] = words[1]
         versions = {f: str(v) for f, v in dict(plan.snapshot.versions).items()}
         holdout = (elig.holdout if elig is not None else np.zeros(n, bool)).astype(np.int64).tolist()
@@ -882,46 +931,115 @@ class DecisionEngine:
             "action": [arm_ids[k] for k in arms], "channel": [ch_value[k] for k in arms],
             "offer": [arm_offer[k] for k in arms], "send_slot": send_slot, "send_at": send_at,
             "timezone": zones, "propensity": propensity,
-            "distribution": _distribution_json(plan.distribution, arm_ids, n), "context": context,
+            "distribution": _distribution_json(plan.distribution, arm_ids, n), "context": context[0],
             "scores": scores_json, "reasons": reasons_json, "guardrails": [g_json[a] for a in acted],
             "policy": policy, "policy_version": policy_version, "model_versions": [_dumps(versions)] * n,
             "ab_arm": ab_arm, "holdout": holdout, "fallback": [int(fb is not None) for fb in fallback],
             "journey_id": [r.journey_id for r in reqs], "journey_step": [r.journey_step for r in reqs],
+            "context_layout": context[1], "context_extra": context[2],
         }
-        return _BulkRows(columns=columns, scores=scores, reasons=reasons, acted=acted, versions=versions)
+        return _BulkRows(columns=columns, scores=scores, reasons=reasons, acted=acted, versions=versions,
+                         layouts=context[3])
 
-    def _bulk_responses(self, plan: _Plan, bulk: _BulkRows) -> list[DecisionResponse]:
-        """``_response`` of every logged row, without pydantic's per-object construction cost."""
+    def _bulk_responses(self, plan: _Plan, bulk: _BulkRows) -> DecisionBatch:
+        """``_response`` of every logged row, as a DecisionBatch: each response object is built
+        (without pydantic's per-object construction cost) when it is first read, and the HTTP body
+        is written from the columns (``_bulk_json``) without any."""
         c = bulk.columns
         n = plan.n
         arm_channel = self._arm_labels()[0]
         arms = plan.arm.tolist()
         decided_at = plan.decided_at
-        local: list = [None] * n
-        sends = [i for i in range(n) if c["send_at"][i] is not None]
-        if sends:
-            zone_of = np.asarray([c["timezone"][i] for i in sends], dtype=object)
-            us = np.asarray([c["send_at"][i] for i in sends], dtype=np.int64)
-            for zone in set(zone_of.tolist()):
-                pick = np.flatnonzero(zone_of == zone)
-                when = pd.DatetimeIndex((us[pick] * 1000).view("datetime64[ns]")).tz_localize("UTC") \
-                    .tz_convert(ZoneInfo(zone)).to_pydatetime()
-                for j, w in zip(pick.tolist(), when, strict=True):
-                    local[sends[j]] = w
         fallback = plan.fallback.tolist()
-        out = []
-        for i in range(n):
+        score_names, score_values, pattern = bulk.scores
+        which = {p: [(score_names[j], score_values[j]) for j in range(len(score_names)) if p >> j & 1]
+                 for p in set(pattern)}
+
+        def item(i: int) -> DecisionResponse:
             ch = arm_channel[arms[i]]
+            us = c["send_at"][i]
+            local = None if us is None else \
+                (_EPOCH + timedelta(microseconds=us)).astimezone(ZoneInfo(c["timezone"][i]))
             action = _construct(Action, _ACTION_SET, {
                 "send": ch is not None, "arm": c["action"][i], "channel": ch, "offer": c["offer"][i],
-                "send_at": local[i], "send_slot": c["send_slot"][i]})
-            out.append(_construct(DecisionResponse, _RESPONSE_SET, {
+                "send_at": local, "send_slot": c["send_slot"][i]})
+            return _construct(DecisionResponse, _RESPONSE_SET, {
                 "decision_id": c["decision_id"][i], "customer_id": c["customer_id"][i], "action": action,
-                "probability": c["propensity"][i], "scores": bulk.scores[i], "reasons": bulk.reasons[i],
-                "guardrails": list(bulk.acted[i]), "policy": c["policy"][i], "policy_version": c["policy_version"][i],
-                "model_versions": bulk.versions, "ab_arm": c["ab_arm"][i], "holdout": bool(c["holdout"][i]),
-                "fallback": fallback[i] is not None, "fallback_reason": fallback[i], "decided_at": decided_at}))
-        return out
+                "probability": c["propensity"][i], "scores": {k: v[i] for k, v in which[pattern[i]]},
+                "reasons": list(bulk.reasons[i]), "guardrails": list(bulk.acted[i]), "policy": c["policy"][i],
+                "policy_version": c["policy_version"][i], "model_versions": bulk.versions, "ab_arm": c["ab_arm"][i],
+                "holdout": bool(c["holdout"][i]), "fallback": fallback[i] is not None, "fallback_reason": fallback[i],
+                "decided_at": decided_at})
+
+        def tally() -> dict:
+            send = [arm_channel[k] is not None for k in arms]
+            out: dict = {}
+            for key in zip(fallback, c["ab_arm"], send, strict=True):
+                out[key] = out.get(key, 0) + 1
+            return out
+
+        return DecisionBatch(n, item, lambda: self._bulk_json(plan, bulk), tally)
+
+    def _bulk_json(self, plan: _Plan, bulk: _BulkRows) -> bytes:
+        """The JSON body of ``BatchDecisionResponse(decisions=<the batch's responses>)``, written
+        from the log's columns (the same values as pydantic's; tests/serving/test_batch.py)."""
+        from pydantic import TypeAdapter
+
+        c = bulk.columns
+        n = plan.n
+        arm_channel, arm_offer = self._arm_labels()
+        when = TypeAdapter(datetime)
+        time_text: dict = {}
+
+        def json_time(us: int, zone: str) -> str:
+            key = (us, zone)
+            text = time_text.get(key)
+            if text is None:
+                local = (_EPOCH + timedelta(microseconds=us)).astimezone(ZoneInfo(zone))
+                text = time_text[key] = when.dump_json(local).decode()
+            return text
+
+        def text(v) -> str:
+            return "null" if v is None else _dumps(v)
+
+        decided = when.dump_json(plan.decided_at).decode()
+        arm_ids = self._arm_ids
+        no_send = {}
+        actions = []
+        for i, k in enumerate(plan.arm.tolist()):
+            us = c["send_at"][i]
+            if us is None:
+                a = no_send.get(k)
+                if a is None:
+                    a = no_send[k] = (f'{{"send":{"true" if arm_channel[k] is not None else "false"},'
+                                      f'"arm":{_dumps(arm_ids[k])},"channel":{text(_chan(arm_channel[k]))},'
+                                      f'"offer":{text(arm_offer[k])},"send_at":null,"send_slot":{text(c["send_slot"][i])}}}')
+            else:
+                a = (f'{{"send":true,"arm":{_dumps(arm_ids[k])},"channel":{text(_chan(arm_channel[k]))},'
+                     f'"offer":{text(arm_offer[k])},"send_at":{json_time(us, c["timezone"][i])},'
+                     f'"send_slot":{text(c["send_slot"][i])}}}')
+            actions.append(a)
+        prob = _float_reprs(np.asarray(c["propensity"], dtype=np.float64)).tolist()
+        small: dict = {}
+
+        def cached(v) -> str:
+            t = small.get(v)
+            if t is None:
+                t = small[v] = text(v)
+            return t
+
+        fallback = plan.fallback.tolist()
+        versions = c["model_versions"][0] if n else "{}"
+        rows = [
+            f'{{"decision_id":{_dumps(c["decision_id"][i])},"customer_id":{_dumps(c["customer_id"][i])},'
+            f'"action":{actions[i]},"probability":{prob[i]},"scores":{c["scores"][i]},"reasons":{c["reasons"][i]},'
+            f'"guardrails":{c["guardrails"][i]},"policy":{cached(c["policy"][i])},'
+            f'"policy_version":{cached(c["policy_version"][i])},"model_versions":{versions},'
+            f'"ab_arm":{cached(c["ab_arm"][i])},"holdout":{"true" if c["holdout"][i] else "false"},'
+            f'"fallback":{"false" if fallback[i] is None else "true"},"fallback_reason":{cached(fallback[i])},'
+            f'"decided_at":{decided}}}'
+            for i in range(n)]
+        return ('{"decisions":[' + ",".join(rows) + "]}").encode()
 
     def _arm_labels(self) -> tuple[list, list]:
         """Per arm: its Channel and offer id (None for no-send), computed once."""
@@ -960,14 +1078,19 @@ class _BulkRows:
     Python values of the responses."""
 
     columns: dict[str, list]
-    scores: list[dict[str, float]]
-    reasons: list[list[str]]
+    scores: tuple  # (score names, their values per row as lists, per row the bit mask of finite ones)
+    reasons: list[tuple[str, ...]]
     acted: list[tuple[str, ...]]
     versions: dict[str, str]
+    layouts: dict[int, tuple[str, ...]] = field(default_factory=dict)  # context layouts used: id -> names
 
 
 _ACTION_SET = set(Action.model_fields)
 _RESPONSE_SET = set(DecisionResponse.model_fields)
+
+
+def _chan(ch: Channel | None) -> str | None:
+    return None if ch is None else ch.value
 
 
 def _construct(cls, fields_set: set, values: dict):
@@ -1011,24 +1134,17 @@ def _float_reprs(values: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(values))
 
 
-def _context_json(context: np.ndarray | None, extra: list[dict], n: int) -> list[str] | None:
-    """The JSON of ``dict(zip(CONTEXT_COLUMNS, round(row, 6))) | extra[i]`` for every row, from
-    one template (None if a value is not finite: json would refuse it)."""
-    if context is None:
-        return [_dumps(dict(e)) for e in extra]
-    X = np.round(context, 6)
-    if not np.isfinite(X).all():
+def _context_columns(context: np.ndarray | None, extra: list[dict], n: int) -> tuple | None:
+    """The stored context (policies.log.encode_context_matrix: blobs, layout ids, free-form JSON,
+    layouts) of ``dict(zip(CONTEXT_COLUMNS, round(row, 6))) | extra[i]`` for every row, as the
+    record path logs it; None if a value is not finite (the record path's error)."""
+    from policies.log import encode_context_matrix
+
+    X, names = (np.zeros((n, 0)), ()) if context is None else (np.round(context, 6), CONTEXT_COLUMNS)
+    try:
+        return encode_context_matrix(X, names, extra)
+    except ValueError:
         return None
-    tmpl = "{" + ",".join(f"{_dumps(c)}:%s" for c in CONTEXT_COLUMNS) + "}"
-    if X.shape[1] != len(CONTEXT_COLUMNS):
-        raise ValueError(f"context has {X.shape[1]} columns, CONTEXT_COLUMNS {len(CONTEXT_COLUMNS)}")
-    out = [tmpl % row for row in map(tuple, _float_reprs(X).tolist())]
-    for i, e in enumerate(extra):
-        if e:
-            d = dict(zip(CONTEXT_COLUMNS, X[i].tolist(), strict=True))
-            d.update(e)
-            out[i] = _dumps(d)
-    return out
 
 
 def _distribution_json(dist: np.ndarray | None, arm_ids, n: int) -> list[str]:
@@ -1068,9 +1184,10 @@ def _policy_rows(policy: Policy, X: np.ndarray, mask: np.ndarray, idx: np.ndarra
     policy not initialised yet fits its context scaler on the first call) or when a value is not
     finite (the policy's error must fall on every row, as before); at least one row, so a policy
     that cannot answer still sends the whole group to the safe rule."""
-    if not getattr(policy, "is_initialised", False) or not np.isfinite(X[idx]).all():
+    every = len(idx) == len(X)  # idx is then every row, in order: no copies of X and mask
+    if not getattr(policy, "is_initialised", False) or not np.isfinite(X if every else X[idx]).all():
         return idx
-    ask = idx[np.count_nonzero(mask[idx], axis=1) > 1]
+    ask = idx[np.count_nonzero(mask if every else mask[idx], axis=1) > 1]
     return ask if len(ask) else idx[:1]
 
 
@@ -1123,7 +1240,12 @@ class GroupCommit:
     waits for the disk, the others decide, and their records share the next commit.
 
     A failed shared commit is retried record set by record set, so one bad request cannot fail
-    the others, and each caller gets its own error."""
+    the others, and each caller gets its own error.
+
+    Several processes (the service's workers) append to one log: each commit holds an exclusive
+    ``flock`` on ``<log>.lock`` (one writer per process at a time holds it, by the above), so the
+    processes queue in the kernel, woken the moment the lock is free, instead of in SQLite's busy
+    handler, which sleeps 1, 2, 5, 10 ... ms between retries."""
 
     def __init__(self, decision_log: DecisionLog):
         self.log = decision_log
@@ -1131,6 +1253,25 @@ class GroupCommit:
         self._pending: list[list] = []  # [records, error, done]
         self._writing = False
         self.commits = 0  # transactions written (for tests and metrics)
+        self._lock_fd: tuple[int, int] | None = None  # (pid, fd) of <log>.lock
+
+    def _flock(self) -> int | None:
+        if self._lock_fd is None or self._lock_fd[0] != os.getpid():
+            path = getattr(self.log, "path", None)
+            if path is None:  # not a file-backed log
+                return None
+            try:
+                fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:  # a read-only folder: SQLite's own locking still holds
+                return None
+            self._lock_fd = (os.getpid(), fd)
+        return self._lock_fd[1]
+
+    def close(self) -> None:
+        if self._lock_fd is not None and self._lock_fd[0] == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd[1])
+        self._lock_fd = None
 
     def append(self, records: list[DecisionRecord]) -> None:
         entry: list = [records, None, False]
@@ -1154,6 +1295,18 @@ class GroupCommit:
             raise entry[1]
 
     def _write(self, batch: list[list]) -> None:
+        import fcntl
+
+        fd = self._flock()
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            self._write_locked(batch)
+        finally:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _write_locked(self, batch: list[list]) -> None:
         try:
             self.log.append([r for e in batch for r in e[0]])
             self.commits += 1
@@ -1169,6 +1322,42 @@ class GroupCommit:
             except BaseException as exc:
                 e[1] = exc
 
+
+@contextlib.contextmanager
+def _interprocess_lock(path):
+    """An exclusive ``flock`` on ``path`` while the block runs (no lock in a read-only folder)."""
+    import fcntl
+
+    try:
+        fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+#: the logged sends (send_at >= ?) and reported unsubscribes (occurred_at <= ?) of some customers
+_SENDS_OF_MANY = (
+    "SELECT customer_id, channel, send_at FROM decisions WHERE customer_id IN "
+    "(SELECT value FROM json_each(?)) AND channel IS NOT NULL AND +send_at >= ? "
+    "UNION ALL "
+    "SELECT d.customer_id, d.channel, NULL FROM outcomes o JOIN decisions d ON o.decision_id = d.decision_id "
+    "WHERE o.event = 'unsubscribed' AND d.channel IS NOT NULL AND o.occurred_at <= ? "
+    "AND d.customer_id IN (SELECT value FROM json_each(?))")
+#: the same for one customer (no JSON array to build and unpack)
+_SENDS_OF_ONE = (
+    "SELECT customer_id, channel, send_at FROM decisions WHERE customer_id = ? AND channel IS NOT NULL "
+    "AND +send_at >= ? "
+    "UNION ALL "
+    "SELECT d.customer_id, d.channel, NULL FROM outcomes o JOIN decisions d ON o.decision_id = d.decision_id "
+    "WHERE o.event = 'unsubscribed' AND d.channel IS NOT NULL AND o.occurred_at <= ? AND d.customer_id = ?")
 
 #: Guardrails caches send-time grids per time zone and UTC quarter hour itself now.
 QuarterHourGuardrails = Guardrails
@@ -1364,6 +1553,19 @@ def _valid_tz(name) -> bool:
 
 
 _PHONE_ONLY = re.compile(r"^\+?[\d\s\-().]{7,}$")
+
+
+def _check_customer_ids(ids: Sequence[str]) -> None:
+    """``_check_customer_id`` of each id: one regex scan of all of them (an audience of 100k), the
+    per-id check only when the scan finds a candidate (it names the offending id)."""
+    text = "\n".join(ids)
+    if "@" in text or text.count("\n") != max(len(ids) - 1, 0) or _PHONE_LINES.search(text):
+        for cid in ids:
+            _check_customer_id(cid)
+
+
+#: a line that _PHONE_ONLY would match after strip(): leading/trailing blanks (not newlines) allowed
+_PHONE_LINES = re.compile(r"^[ \t\r\f\v]*\+?[\d \t\r\f\v\-().]{7,}$", re.MULTILINE)
 
 
 def _check_customer_id(cid: str) -> None:

@@ -20,13 +20,28 @@ writes re-learns at most one batch). Every version change is logged.
 Simulated time: a client that drives the clock (the HTTP journey) calls ``POST /learn`` with
 ``as_of``; from then on the wall-clock timer stands down (learning "now" in wall-clock time would
 treat every simulated decision as matured before its outcomes were reported).
+
+Several worker processes (``ServingConfig.workers``): each has a learner, and any of them may
+receive ``POST /learn`` or ``POST /policy/promote``. One learns at a time: an exclusive ``flock``
+on ``<workspace>/policies/.learn.lock`` around each learn and promotion (besides the thread
+lock). Inside it the learner first serves the newest policy files (``ServedPolicies.check``: a
+learn of another worker may have just finished), reads ``learned.sqlite`` (so a decision learned
+by another worker is not learned again), updates, and saves the policy with its sidecar, which the
+other workers load before their next decide. The wall-clock timer runs only in the worker that
+``start(..., timer=True)`` is given (the service: BentoML's first worker). "The caller drives the
+clock" is a file, ``<workspace>/policies/.simulated_clock``, holding the id of the server run
+(``$DECISIONING_SERVER_ID``, set by ``decisioning serve``; else the parent process id, which
+BentoML's workers share), so every worker of this run sees it and the next run starts afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -44,6 +59,27 @@ log = logging.getLogger(__name__)
 
 #: decisions older than this before ``as_of`` are not considered (the in-process journey's 4 days)
 DEFAULT_LOOKBACK = timedelta(days=4)
+#: the id of this server run, shared by its worker processes (``decisioning serve`` sets it)
+SERVER_ID_ENV = "DECISIONING_SERVER_ID"
+
+
+def server_run_id() -> str:
+    """The id every worker process of this server run shares."""
+    return os.environ.get(SERVER_ID_ENV) or f"ppid-{os.getppid()}"
+
+
+@contextlib.contextmanager
+def _exclusive(path):
+    """An exclusive inter-process lock (``flock``) on ``path`` while the block runs; the kernel
+    releases it if the process dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 @dataclass
@@ -73,12 +109,16 @@ class PolicyLearner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.simulated_clock = False  # set by the first learn with an explicit as_of
+        self._simulated = False  # set by the first learn with an explicit as_of (here or in another worker)
         self.last: LearnResult | None = None
         path = engine.workspace.root / "policies" / "learned.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db_path = path
-        with self._db() as db:
+        self._lock_path = path.parent / ".learn.lock"
+        self._clock_path = path.parent / ".simulated_clock"
+        # every worker process creates it at start: creating an SQLite file in WAL mode is not safe
+        # against a concurrent creator ("database is locked"), so under the learning lock
+        with _exclusive(self._lock_path), self._db() as db:
             db.execute("CREATE TABLE IF NOT EXISTS learned (decision_id TEXT PRIMARY KEY, arm TEXT NOT NULL, "
                        "learned_at INTEGER NOT NULL)")
 
@@ -87,10 +127,32 @@ class PolicyLearner:
         conn.execute("PRAGMA journal_mode=WAL")
         return conn
 
+    @property
+    def simulated_clock(self) -> bool:
+        """A caller drives the clock (a learn with ``as_of`` came to any worker of this server run):
+        the wall-clock timer stands down."""
+        if not self._simulated:
+            with contextlib.suppress(OSError):
+                self._simulated = self._clock_path.read_text().strip() == server_run_id()
+        return self._simulated
+
+    @simulated_clock.setter
+    def simulated_clock(self, value: bool) -> None:
+        self._simulated = bool(value)
+        if value:
+            with contextlib.suppress(OSError):
+                tmp = self._clock_path.with_name(f"{self._clock_path.name}.{os.getpid()}")
+                tmp.write_text(server_run_id())
+                os.replace(tmp, self._clock_path)
+        else:
+            with contextlib.suppress(OSError):
+                self._clock_path.unlink()
+
     # -- triggers --------------------------------------------------------------------------------
-    def start(self, interval_seconds: float) -> None:
-        """Learn every ``interval_seconds`` of wall-clock time in a daemon thread (0: never)."""
-        if interval_seconds <= 0 or self._thread is not None:
+    def start(self, interval_seconds: float, timer: bool = True) -> None:
+        """Learn every ``interval_seconds`` of wall-clock time in a daemon thread (0 or ``timer``
+        False: never; the service gives the timer to one worker process)."""
+        if interval_seconds <= 0 or not timer or self._thread is not None:
             return
 
         def loop() -> None:
@@ -105,6 +167,11 @@ class PolicyLearner:
         self._thread = threading.Thread(target=loop, name="policy-learner", daemon=True)
         self._thread.start()
 
+    @property
+    def timer_running(self) -> bool:
+        """This process runs the wall-clock learning timer."""
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
     def close(self) -> None:
         self._stop.set()
 
@@ -113,7 +180,9 @@ class PolicyLearner:
         updates a copy of the OLD policy) finishes first and cannot overwrite the promoted one."""
         from serving.policy_state import promote_candidate
 
-        with self._lock:
+        with self._lock, _exclusive(self._lock_path):
+            if self.engine.policy_files is not None:
+                self.engine.policy_files.check()
             return promote_candidate(self.engine, candidate, arm)
 
     # -- the update ------------------------------------------------------------------------------
@@ -125,8 +194,10 @@ class PolicyLearner:
                 raise InputError(f"as_of: {as_of.isoformat()} is out of range (1971 .. 9000)")
             self.simulated_clock = True
         now = as_of or datetime.now(UTC)
-        with self._lock:
+        with self._lock, _exclusive(self._lock_path):
             t0 = time.perf_counter()
+            if self.engine.policy_files is not None:  # another worker may have just learned: build on it
+                self.engine.policy_files.check()
             res = LearnResult(as_of=now.isoformat())
             # the join without the wide context column; the context only of what is learned from
             j = self.engine.log.joined(self.rc, now=now, since=now - self.lookback, until=now + timedelta(microseconds=1),
@@ -163,9 +234,11 @@ class PolicyLearner:
                 if self.save:
                     from serving.policy_state import policy_path, save_policy
 
-                    name = self.engine.policy_name(arm_name)
-                    path = policy_path(self.engine.workspace, name)
-                    save_policy(policy, path)
+                    if self.engine.policy_files is not None:  # the other workers follow the file
+                        path = self.engine.policy_files.save(arm_name, policy, "learned")
+                    else:
+                        path = policy_path(self.engine.workspace, self.engine.policy_name(arm_name), arm_name)
+                        save_policy(policy, path)
                     res.saved.append(str(path))
                 stamp = int(time.time())
                 with self._db() as db:
@@ -182,28 +255,35 @@ class PolicyLearner:
 
 def logged_contexts(log_path, ids: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(n, len(CONTEXT_COLUMNS)) context matrix of decisions ``ids`` (in order; None: every
-    decision, in logging order) from the decision log's context JSON, extracted by SQLite (no JSON
-    parsing in Python), and which rows have every context column finite (a fallback decision
+    decision, in logging order) from the decision log's stored contexts (policies.log
+    context_matrix_of: the binary rows of the context features' layout without a dict per row;
+    schema-1 JSON rows too), and which rows have every context column finite (a fallback decision
     without features logs none)."""
-    cols = ", ".join(f"json_extract(context, '$.\"{c}\"')" for c in CONTEXT_COLUMNS)
+    from policies.log import context_matrix_of, context_sql, layout_names
+
     conn = sqlite3.connect(f"file:{log_path}?mode=ro", uri=True, timeout=60)
     try:
+        conn.execute("BEGIN")
+        cols = context_sql(conn)
         if ids is None:
             rows = conn.execute(f"SELECT decision_id, {cols} FROM decisions ORDER BY seq").fetchall()
         else:
             rows = conn.execute(f"SELECT decision_id, {cols} FROM decisions WHERE decision_id IN "
                                 "(SELECT value FROM json_each(?))", (json.dumps(ids),)).fetchall()
+        names_of = layout_names(conn)
+        conn.execute("COMMIT")
     finally:
         conn.close()
     k = len(CONTEXT_COLUMNS)
+    data = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
+    found = context_matrix_of(data[1], data[2], data[3], names_of, CONTEXT_COLUMNS).reshape(len(rows), k)
     if ids is None:
-        M = np.array([r[1:] for r in rows], dtype=np.float64).reshape(len(rows), k)
+        M = found
     else:
-        pos = {r[0]: i for i, r in enumerate(rows)}
+        pos = {d: i for i, d in enumerate(data[0])}
         M = np.full((len(ids), k), np.nan)
         got = np.array([pos.get(d, -1) for d in ids], dtype=np.int64)
         if rows:
-            found = np.array([r[1:] for r in rows], dtype=np.float64).reshape(len(rows), k)
             M[got >= 0] = found[got[got >= 0]]
     ok = np.isfinite(M).all(axis=1)
     return np.where(ok[:, None], M, 0.0), ok

@@ -20,6 +20,15 @@ drives simulated time calls ``/learn`` with ``as_of`` and the timer stands down.
 (1 due, 0 not, -1 unknown: no status yet), ``decisioning_drift_alarms`` and
 ``decisioning_drifted_features`` (-1 unknown).
 
+Worker processes: ``ServingConfig.workers`` (default 2), each with its own engine over the same
+workspace files (a decide is GIL-bound; one process per core). What they share and how: the
+decision log, outcomes (idempotent by event_id), request ids and the budget ledger are SQLite
+files (transactions across processes); the served policies are files that every worker re-checks
+before each decide (serving.policy_state.ServedPolicies), so a learn or promotion received by one
+worker is served by all from their next decide; learning runs under an inter-process lock, its
+wall-clock timer only in the first worker (serving.learning); Prometheus counters are summed
+over the workers by BentoML's multiprocess collector, so /metrics on any worker tells the total.
+
 The workspace is ``$DECISIONING_HOME``; the config file ``$DECISIONING_SERVING_CONFIG`` (both set
 by ``decisioning serve``). Domain errors become HTTP codes here and only here: InputError -> 400
 naming the field; anything unexpected in the decide path has already become a fallback decision
@@ -47,6 +56,7 @@ from core.errors import InputError
 from serving.schemas import (
     BatchDecisionRequest,
     BatchDecisionResponse,
+    DecisionBatch,
     DecisionRequest,
     DecisionResponse,
     OutcomeRequest,
@@ -232,7 +242,25 @@ def _count(endpoint: str, decisions: list[DecisionResponse]) -> None:
         DECISIONS.labels(endpoint=endpoint, fallback=fb, ab_arm=ab, send=snd).inc(k)
 
 
-@bentoml.service(name="decisioning", workers=1, threads=8, traffic={"timeout": 300})
+def _configured_workers() -> int:
+    """``workers`` of the serving config named by the environment (read when BentoML imports
+    this module, before it starts the workers); 1 when the config cannot be read (the service
+    then reports the error from its constructor)."""
+    try:
+        from serving.config import load_serving_config
+
+        return load_serving_config().workers
+    except Exception:
+        return 1
+
+
+def _timer_worker() -> bool:
+    """This process runs the learning timer: BentoML's first worker (or no BentoML worker at all,
+    e.g. the in-process ASGI app of the tests)."""
+    return bentoml.server_context.worker_index in (None, 1)
+
+
+@bentoml.service(name="decisioning", workers=_configured_workers(), threads=8, traffic={"timeout": 300})
 class DecisionService:
     """Decides whether, on which channel, with which offer and when to contact a customer."""
 
@@ -241,13 +269,15 @@ class DecisionService:
         from serving.config import load_serving_config
         from serving.engine import DecisionEngine
         from serving.learning import PolicyLearner
+        from serving.policy_state import ServedPolicies
 
         ws = Workspace.resolve()
         self.engine = DecisionEngine.open(ws, load_serving_config())
+        self.engine.policy_files = ServedPolicies(self.engine)  # serve what any worker learned or promoted
         self.learner: PolicyLearner | None = None
         try:
             self.learner = PolicyLearner(self.engine)
-            self.learner.start(float(os.environ.get(LEARN_ENV, "300")))
+            self.learner.start(float(os.environ.get(LEARN_ENV, "300")), timer=_timer_worker())
         except (OSError, ValueError, sqlite3.Error) as exc:  # e.g. a read-only workspace: serve, do not learn
             logger.warning("policy learning disabled: %s", exc)
             self.learner_error = str(exc)
@@ -273,6 +303,15 @@ class DecisionService:
             out = self.engine.decide_batch(BatchDecisionRequest.model_construct(**kwargs))
         except InputError as exc:
             raise _bad_input(exc) from None
+        if isinstance(out, DecisionBatch):  # an audience: the body straight from the engine's columns
+            from starlette.responses import Response
+
+            body = out.json_bytes()
+            LATENCY.labels(endpoint="decide_batch").observe(time.perf_counter() - t0)
+            for (fb, ab, snd), k in out.tally().items():
+                DECISIONS.labels(endpoint="decide_batch", fallback=fb or "none", ab_arm=ab or "none",
+                                 send="true" if snd else "false").inc(k)
+            return Response(body, media_type="application/json")
         LATENCY.labels(endpoint="decide_batch").observe(time.perf_counter() - t0)
         _count("decide_batch", out)
         return BatchDecisionResponse.model_construct(decisions=out)
@@ -335,7 +374,14 @@ class DecisionService:
     @bentoml.api(route="/status")
     def status(self) -> dict:
         """What the service has loaded: feature store, model versions, policies (no identifiers)."""
-        return self.engine.status()
+        if self.engine.policy_files is not None:
+            self.engine.policy_files.check()
+        learner = self.learner
+        return self.engine.status() | {
+            "worker": {"index": bentoml.server_context.worker_index, "pid": os.getpid()},
+            "learning": {"enabled": learner is not None,
+                         "timer": learner is not None and learner.timer_running,
+                         "simulated_clock": learner is not None and learner.simulated_clock}}
 
 
 DecisionService.add_asgi_middleware(BearerAuth)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import click
@@ -38,6 +41,8 @@ def command(port, host, config_path, workspace):
     Needs profiles, the materialised feature store and registered champions (a missing part is
     answered by a flagged fallback, never an error). The first start without a fitted policy
     warm-starts one from the logged history and saves it under <workspace>/policies/.
+    The service runs `workers` processes (config, default 2; one per core), which share the
+    workspace: a policy learned or promoted through any of them is served by all.
     """
     from core.errors import WorkspaceError
     from serving.config import CONFIG_ENV, load_serving_config
@@ -54,11 +59,19 @@ def command(port, host, config_path, workspace):
         env.pop(CONFIG_ENV, None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    env["DECISIONING_SERVER_ID"] = uuid.uuid4().hex  # shared by this run's worker processes (serving.learning)
+    # BentoML keeps the workers' Prometheus files in <BENTOML_HOME>/prometheus_multiproc_dir and
+    # empties that folder when a server starts: a second server on the machine (a test, a bench)
+    # would wipe this one's counters. A private home per run keeps /metrics whole (the service
+    # uses no BentoML model store).
+    bentoml_home = tempfile.mkdtemp(prefix="decisioning-bentoml-")
+    env["BENTOML_HOME"] = bentoml_home
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:DecisionService", "--host", host,
            "--port", str(port), "--working-dir", str(PROJECT_ROOT)]
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     progress(f"starting the decision service on {workspace.root} "
-             f"(auth {'on' if config.auth_token else 'off'}, policy {config.policy}"
+             f"({config.workers} worker process{'es' if config.workers > 1 else ''}, "
+             f"auth {'on' if config.auth_token else 'off'}, policy {config.policy}"
              f"{', A/B vs ' + config.ab_test.challenger if config.ab_test else ''})")
     child = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=sys.stderr)  # stdout: only the URL
 
@@ -74,6 +87,7 @@ def command(port, host, config_path, workspace):
     if ready:
         progress(f"ready: {url} (OpenAPI at {url}/docs); stop with Ctrl-C or SIGTERM")
     code = child.wait()
+    shutil.rmtree(bentoml_home, ignore_errors=True)
     progress("decision service stopped")
     if code not in (0, -signal.SIGTERM, 143) and code is not None:
         sys.exit(code)

@@ -42,7 +42,7 @@ def prepared_ws(tmp_path_factory) -> Workspace:
 
     cfg = ServingConfig()
     load_or_warm_start(ws, cfg.policy, cfg.policy_params, cfg.policy_layer, cfg.seed, cfg.warm_start_max_sends)
-    load_or_warm_start(ws, "greedy", {}, cfg.policy_layer, cfg.seed, cfg.warm_start_max_sends)
+    load_or_warm_start(ws, "greedy", {}, cfg.policy_layer, cfg.seed, cfg.warm_start_max_sends, arm="challenger")
     return ws
 
 

@@ -55,8 +55,9 @@ def test_decide_batch_outcome_and_validation(ws_copy, customer_ids, monkeypatch,
         row = logged.set_index("decision_id").loc[d["decision_id"]]
         assert row["action"] == d["action"]["arm"] and row["journey_id"] == "j1"
         assert abs(row["propensity"] - d["probability"]) < 1e-12
-        assert "ann@example.com" not in row["context"] and "138 0013 8000" not in row["context"]
-        assert "spring" in row["context"]
+        free = row["context_extra"]  # the request's free-form context (the features are binary: context)
+        assert "ann@example.com" not in free and "138 0013 8000" not in free
+        assert "spring" in free
 
         # batch: one decision per customer, in order, all logged
         b = c.post("/decide/batch", json={"customer_ids": customer_ids[:300], "channels": ["email", "sms"],
