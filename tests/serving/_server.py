@@ -47,3 +47,33 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 240.0) -> None
             pass
         time.sleep(0.5)
     raise AssertionError("server not ready")
+
+
+@contextlib.contextmanager
+def serve_copy(prepared, folder, config: str, learn_seconds: str):
+    """A real `decisioning serve` over a private copy of the workspace ``prepared`` (without its
+    decision log) in ``folder``, with serving config ``config`` (YAML text) and
+    $DECISIONING_LEARN_SECONDS ``learn_seconds``; yields (workspace, url, process), kills it after."""
+    import shutil
+    import sys
+
+    from core.workspace import Workspace
+
+    dst = folder / "ws"
+    shutil.copytree(prepared.root, dst, ignore=shutil.ignore_patterns("decisions"))
+    ws = Workspace(dst)
+    path = dst / "serving.yaml"
+    path.write_text(config)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, DECISIONING_HOME=str(ws.root), DECISIONING_LEARN_SECONDS=learn_seconds)
+    env.pop("DECISIONING_SERVING_CONFIG", None)
+    cmd = [sys.executable, "-m", "decisioning.cli", "serve", "--port", str(port), "--config", str(path),
+           "--workspace", str(ws.root)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_ready(url, proc)
+        yield ws, url, proc
+    finally:
+        kill_tree(proc, wait=True)

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import os
 import pickle
 import sqlite3
-import subprocess
-import sys
 import threading
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from _server import free_port, kill_tree, wait_ready
+from _server import serve_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,28 +25,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def server(prepared_ws, tmp_path_factory):
-    import shutil
-
-    from core.workspace import Workspace
-
-    dst = tmp_path_factory.mktemp("promote") / "ws"
-    shutil.copytree(prepared_ws.root, dst, ignore=shutil.ignore_patterns("decisions"))
-    ws = Workspace(dst)
-    config = dst / "serving.yaml"
-    config.write_text(f"auth_token: {TOKEN}\nrefresh_seconds: 0\n")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, DECISIONING_HOME=str(ws.root), DECISIONING_LEARN_SECONDS="0")
-    env.pop("DECISIONING_SERVING_CONFIG", None)
-    cmd = [sys.executable, "-m", "decisioning.cli", "serve", "--port", str(port), "--config", str(config),
-           "--workspace", str(ws.root)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        wait_ready(url, proc)
-        yield ws, url, proc
-    finally:
-        kill_tree(proc, wait=True)
+    with serve_copy(prepared_ws, tmp_path_factory.mktemp("promote"), f"auth_token: {TOKEN}\nrefresh_seconds: 0\n",
+                    "0") as started:
+        yield started
 
 
 def _served(url: str) -> dict:
@@ -76,7 +54,8 @@ def test_promote_switches_the_running_service(server, customer_ids):
 
     promote = f"{url}/policy/promote"
     assert httpx.post(promote, json={"candidate": "thompson.candidate"}, timeout=60).status_code == 401
-    for bad, says in (("missing", "no policy file"), ("junk", "not a fitted policy"), ("greedy", "greedy policy")):
+    for bad, says in (("missing", "no policy file"), ("junk", "not a fitted policy"),
+                      ("greedy.challenger", "greedy policy")):  # conftest warm-starts it
         r = httpx.post(promote, json={"candidate": bad}, headers=AUTH, timeout=60)
         assert r.status_code == 400 and says in r.text, (bad, r.status_code, r.text)
     for bad in ({"candidate": "../policies/thompson"}, {"candidate": "thompson", "arm": "challenger"}, {}):

@@ -16,7 +16,7 @@ import threading
 
 import httpx
 import pytest
-from _server import free_port, kill_tree, wait_ready
+from _server import free_port, kill_tree, serve_copy, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,28 +26,9 @@ AS_OF = "2030-05-04T12:00:00+00:00"  # the decisions of T0 have matured (24 h at
 
 @pytest.fixture(scope="module")
 def two_workers(prepared_ws, tmp_path_factory):
-    import shutil
-
-    from core.workspace import Workspace
-
-    dst = tmp_path_factory.mktemp("workers") / "ws"
-    shutil.copytree(prepared_ws.root, dst, ignore=shutil.ignore_patterns("decisions"))
-    ws = Workspace(dst)
-    config = dst / "serving.yaml"
-    config.write_text("workers: 2\nrefresh_seconds: 0\n")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, DECISIONING_HOME=str(ws.root), DECISIONING_LEARN_SECONDS="3600")
-    env.pop("DECISIONING_SERVING_CONFIG", None)
-    cmd = [sys.executable, "-m", "decisioning.cli", "serve", "--port", str(port), "--config", str(config),
-           "--workspace", str(ws.root)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        wait_ready(url, proc)
+    with serve_copy(prepared_ws, tmp_path_factory.mktemp("workers"), "workers: 2\nrefresh_seconds: 0\n",
+                    "3600") as (ws, url, _proc):
         yield ws, url
-    finally:
-        kill_tree(proc, wait=True)
 
 
 def _per_worker(url: str, path: str, body: dict, want: int = 2, tries: int = 200) -> dict[int, dict]:
