@@ -117,6 +117,18 @@ def in_process(ws, ids, n_single: int, repeats: int, sync: str = "NORMAL") -> di
         eng.close()
 
 
+def _run_threads(worker, conc: int) -> tuple[float, float]:
+    """Run ``worker(k)`` in ``conc`` threads, k = 0..conc-1, until all finish: (wall seconds, CPU
+    seconds of this process)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(conc)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def _concurrent(eng, ids, conc: int, n: int) -> dict:
     """The engine alone, ``conc`` threads deciding at once (as BentoML's request threads do)."""
     from serving.schemas import DecisionRequest
@@ -133,13 +145,7 @@ def _concurrent(eng, ids, conc: int, n: int) -> dict:
             with lock:
                 lat.append(dt)
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(conc)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu = _run_threads(worker, conc)
     return {"concurrency": conc, "req_per_s": len(lat) / wall, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
             "cpu_ms_per_decide": 1e3 * cpu / len(lat), "load": os.getloadavg()[0]}
 
@@ -323,13 +329,7 @@ def http(ws, ids, requests: int, sync: str = "NORMAL", workers: int | None = Non
                         conn.close()
 
                 before = _engine_seconds(url) if path == "/decide" else (0.0, 0.0)
-                t0, c0 = time.perf_counter(), time.process_time()
-                th = [threading.Thread(target=worker, args=(k,)) for k in range(conc)]
-                for t in th:
-                    t.start()
-                for t in th:
-                    t.join()
-                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                wall, cpu = _run_threads(worker, conc)
                 out[f"{path}@{conc}"] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "req_per_s": len(lat) / wall,
                                          "client_cpu_ms": 1e3 * cpu / len(lat), "load": os.getloadavg()[0]}
                 if path == "/decide":
