@@ -300,6 +300,25 @@ def encode_context(context: dict) -> tuple[bytes, tuple[str, ...], str | None]:
     return pack.pack(*values), tuple(key for key, _ in items[:k]), extra
 
 
+def encode_context_row(row: np.ndarray, names: tuple[str, ...]) -> tuple | None:
+    """``encode_context(dict(zip(names, row.tolist())))`` of a float64 row without building the
+    dict: its bytes are the row's own. None where that encoding would differ or fail (a
+    non-finite value: encode_context raises; a free-form name ends the binary run)."""
+    if not np.isfinite(row).all() or _free_form(names):
+        return None
+    return np.ascontiguousarray(row, dtype="<f8").tobytes(), names, None
+
+
+_FREE_FORM_NAMES: dict[tuple[str, ...], bool] = {}
+
+
+def _free_form(names: tuple[str, ...]) -> bool:
+    got = _FREE_FORM_NAMES.get(names)
+    if got is None:
+        got = _FREE_FORM_NAMES[names] = any(c.startswith(FREE_FORM_PREFIX) for c in names)
+    return got
+
+
 def encode_context_matrix(X: np.ndarray, names: Sequence[str], extra: Sequence[dict] | None = None
                           ) -> tuple[list[bytes], list[int], list[str | None], dict[int, tuple[str, ...]]]:
     """The stored context of n records whose context is ``dict(zip(names, X[i])) | extra[i]``
@@ -411,16 +430,26 @@ class DecisionLog:
     ``path``: the SQLite file (created with its folder and schema if missing).
     ``synchronous``: ``"FULL"`` (default, fsync at every commit) or ``"NORMAL"`` (see module doc).
     ``timeout``: seconds a writer waits for the write lock before failing.
+    ``autocheckpoint``: SQLite's ``wal_autocheckpoint`` of this object's connections: the commit
+    that takes the WAL past this many pages also copies it into the file, fsync included (SQLite's
+    default, 1000). 0: never in a commit; the owner runs :meth:`checkpoint` (the decision service
+    does, in a background thread, so no decision waits for a checkpoint: measured, it made a
+    single commit's mean 2x and its p99 ~100x the median).
     """
 
     def __init__(
-        self, path: str | os.PathLike, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", timeout: float = 60.0
+        self, path: str | os.PathLike, *, synchronous: Literal["FULL", "NORMAL"] = "FULL", timeout: float = 60.0,
+        autocheckpoint: int = 1000,
     ):
         if synchronous not in ("FULL", "NORMAL"):
             raise InputError(f"synchronous must be 'FULL' or 'NORMAL'; got {synchronous!r}")
+        if not isinstance(autocheckpoint, int) or autocheckpoint < 0:
+            raise InputError(f"autocheckpoint must be a page count >= 0; got {autocheckpoint!r}")
         self.path = Path(path)
         self.synchronous = synchronous
         self.timeout = float(timeout)
+        self.autocheckpoint = autocheckpoint
+        self._layouts_written: set[int] = set()  # context layout ids this object has committed
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -444,6 +473,7 @@ class DecisionLog:
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {self.autocheckpoint}")
             self._local.conn = conn
             self._local.pid = os.getpid()
             with self._lock:
@@ -500,12 +530,15 @@ class DecisionLog:
         self.close()
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "synchronous": self.synchronous, "timeout": self.timeout}
+        return {"path": self.path, "synchronous": self.synchronous, "timeout": self.timeout,
+                "autocheckpoint": self.autocheckpoint}
 
     def __setstate__(self, state: dict) -> None:
         self.path = state["path"]
         self.synchronous = state["synchronous"]
         self.timeout = state["timeout"]
+        self.autocheckpoint = state.get("autocheckpoint", 1000)
+        self._layouts_written = set()
         self._local = threading.local()
         self._all = []
         self._lock = threading.Lock()
@@ -520,22 +553,29 @@ class DecisionLog:
 
     def _write(self, conn: sqlite3.Connection, sql: str, rows: list[tuple],
                layouts: dict[int, tuple[str, ...]] | None = None) -> None:
+        # a layout is committed with the first rows that use it; one this object has committed
+        # is in the file for good (layouts are never deleted): not written again
+        new = {i: names for i, names in (layouts or {}).items() if i not in self._layouts_written}
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if layouts:  # committed with the first rows that use them
+            if new:
                 conn.executemany("INSERT OR IGNORE INTO context_layouts (id, columns) VALUES (?, ?)",
-                                 [(i, _dumps(list(names))) for i, names in layouts.items()])
-            conn.executemany(sql, rows)
+                                 [(i, _dumps(list(names))) for i, names in new.items()])
+            if len(rows) == 1:
+                conn.execute(sql, rows[0])
+            else:
+                conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self._layouts_written.update(new)
 
     @staticmethod
-    def _row(r: DecisionRecord, logged_at: int, layouts: dict | None = None) -> tuple:
+    def _row(r: DecisionRecord, logged_at: int, layouts: dict | None = None, encoded: tuple | None = None) -> tuple:
         """The stored row (STORED_COLUMNS) of a record; the context layout it uses goes into
-        ``layouts`` (id -> names)."""
-        context, names, extra = encode_context(r.context)
+        ``layouts`` (id -> names). ``encoded``: ``encode_context(r.context)`` when the caller has it."""
+        context, names, extra = encoded if encoded is not None else encode_context(r.context)
         lid = _layout(names)
         if layouts is not None:
             layouts[lid] = names
@@ -568,8 +608,13 @@ class DecisionLog:
             extra,
         )
 
-    def append(self, records: Sequence[DecisionRecord], *, if_exists: Literal["error", "ignore"] = "error") -> None:
+    def append(self, records: Sequence[DecisionRecord], *, if_exists: Literal["error", "ignore"] = "error",
+               contexts: Sequence[tuple | None] | None = None) -> None:
         """Log decisions, all in one transaction; durable when this returns.
+
+        ``contexts`` (optional, aligned with ``records``): each record's stored context, exactly
+        :func:`encode_context` of its ``context`` (or None: encode it here), for a writer that holds
+        the context as a float64 row already (the serving engine: :func:`encode_context_row`).
 
         A non-empty ``distribution`` must contain the action with probability ``propensity`` and
         sum to 1 (within DISTRIBUTION_TOLERANCE), else InputError. A ``decision_id`` already in
@@ -583,13 +628,15 @@ class DecisionLog:
         logged_at = _to_us(datetime.now(UTC))
         rows = []
         layouts: dict[int, tuple[str, ...]] = {}
-        for r in records:
+        if contexts is not None and len(contexts) != len(records):
+            raise InputError(f"append: {len(contexts)} encoded contexts for {len(records)} records")
+        for i, r in enumerate(records):
             if not isinstance(r, DecisionRecord):
                 raise InputError(f"the decision log takes DecisionRecord objects; got {type(r).__name__}")
             if r.distribution:
                 _check_distribution(r)
             try:
-                rows.append(self._row(r, logged_at, layouts))
+                rows.append(self._row(r, logged_at, layouts, None if contexts is None else contexts[i]))
             except ValueError as exc:  # NaN or infinity in a JSON field
                 raise InputError(f"decision {r.decision_id}: cannot be logged: {exc}") from None
         if not rows:
@@ -612,6 +659,63 @@ class DecisionLog:
         (:func:`encode_context_matrix` gives the three context columns and ``layouts``, the
         names of every layout id used); without them ``context`` is schema-1 JSON text.
         A ``decision_id`` already in the log raises InputError and nothing is written."""
+        self.append_column_chunks([(columns, layouts)])
+
+    def append_column_chunks(self, chunks: Iterable[tuple[dict[str, Sequence], dict[int, Sequence[str]] | None]]
+                             ) -> None:
+        """:meth:`append_columns` of several ``(columns, layouts)`` chunks in ONE transaction:
+        all of them are durable when this returns, or none is written. ``chunks`` may be produced
+        while this writes (say a generator fed by the thread that builds them: the serving engine
+        writes a batch's first rows while it builds the next); an exception it raises rolls the
+        whole batch back and comes out of here. The write lock is taken at the first chunk."""
+        conn = self._conn()
+        before = conn.execute("PRAGMA cache_size").fetchone()[0]
+        logged_at = _to_us(datetime.now(UTC))
+        ids: list = []
+        written: dict[int, tuple[str, ...]] = {}
+        begun = large = False
+        total = 0
+        try:
+            for columns, layouts in chunks:
+                rows, binary = self._stored_rows(columns, layouts, logged_at)
+                if not rows:
+                    continue
+                if not begun:
+                    conn.execute("BEGIN IMMEDIATE")
+                    begun = True
+                ids.append(columns["decision_id"])
+                total += len(rows)
+                if total >= 10_000 and not large:
+                    large = True
+                    # a large batch: the indexes' pages stay in memory until the commit, and the
+                    # commit does not copy the batch from the WAL into the file (a checkpoint of
+                    # ~100 MB): the caller may run checkpoint() afterwards, off its critical path
+                    conn.execute(f"PRAGMA cache_size = {-262_144}")
+                    conn.execute("PRAGMA wal_autocheckpoint = 0")
+                if binary:
+                    new = {i: tuple(v) for i, v in (layouts or {}).items()
+                           if i not in self._layouts_written and i not in written}
+                    if new:
+                        conn.executemany("INSERT OR IGNORE INTO context_layouts (id, columns) VALUES (?, ?)",
+                                         [(i, _dumps(list(names))) for i, names in new.items()])
+                        written.update(new)
+                conn.executemany(_INSERT_STORED if binary else _INSERT_DECISION, rows)
+            if begun:
+                conn.execute("COMMIT")
+        except BaseException as exc:
+            if begun:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise InputError(self._duplicate_message([i for part in ids for i in part])) from None
+            raise
+        finally:
+            conn.execute(f"PRAGMA cache_size = {before}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {self.autocheckpoint}")
+        self._layouts_written.update(written)
+
+    @staticmethod
+    def _stored_rows(columns: dict[str, Sequence], layouts: dict | None, logged_at: int) -> tuple[list[tuple], bool]:
+        """The stored rows of one append_columns chunk (checked), and whether its context is binary."""
         names = DECISION_COLUMNS[:-1]
         missing = [c for c in names if c not in columns]
         if missing:
@@ -619,34 +723,17 @@ class DecisionLog:
         n = len(columns[names[0]])
         if any(len(columns[c]) != n for c in (*names, *(c for c in STORED_COLUMNS[-2:] if c in columns))):
             raise InputError("append_columns: the columns differ in length")
-        if not n:
-            return
         binary = "context_layout" in columns
+        if not n:
+            return [], binary
         if binary:
             unknown = set(columns["context_layout"]) - set(layouts or {})
             if unknown:
                 raise InputError(f"append_columns: the context layouts {sorted(unknown)} are not given")
-        logged_at = _to_us(datetime.now(UTC))
         stored = [columns[c] for c in names] + [[logged_at] * n]
         if binary:
             stored += [columns["context_layout"], columns.get("context_extra", [None] * n)]
-        rows = list(zip(*stored, strict=True))
-        conn = self._conn()
-        before = conn.execute("PRAGMA cache_size").fetchone()[0]
-        if n >= 10_000:  # the indexes' pages of a large batch stay in memory until the commit
-            conn.execute(f"PRAGMA cache_size = {-min(262_144, 4 * n)}")
-            # and the commit does not copy the batch from the WAL into the file (a checkpoint of
-            # ~100 MB): the caller may run checkpoint() afterwards, off its critical path; else the
-            # next commit of this connection does it
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-        try:
-            self._write(conn, _INSERT_STORED if binary else _INSERT_DECISION, rows,
-                        {i: tuple(v) for i, v in (layouts or {}).items()} if binary else None)
-        except sqlite3.IntegrityError:
-            raise InputError(self._duplicate_message([row[0] for row in rows])) from None
-        finally:
-            conn.execute(f"PRAGMA cache_size = {before}")
-            conn.execute("PRAGMA wal_autocheckpoint = 1000")
+        return list(zip(*stored, strict=True)), binary
 
     def checkpoint(self) -> None:
         """Copy the committed WAL into the database file now, as far as readers allow (SQLite's

@@ -55,6 +55,7 @@ import logging
 import math
 import operator
 import os
+import queue
 import re
 import sqlite3
 import threading
@@ -62,6 +63,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -74,7 +76,7 @@ from policies.arms import NO_SEND_INDEX, ArmSpace
 from policies.base import Policy
 from policies.context import CONTACT_FEATURES, CONTEXT_COLUMNS, ContactFeatures, context_matrix
 from policies.guardrails import Audience, Guardrails, SendHistory
-from policies.log import DecisionLog
+from policies.log import DecisionLog, encode_context_row
 from policies.records import DecisionRecord, OutcomeRecord
 from serving.champions import Champions, ChampionSnapshot
 from serving.config import MODEL_NAMES, ServingConfig
@@ -231,7 +233,8 @@ class DecisionEngine:
         # switching it to WAL is not safe against a concurrent creator ("database is locked")
         with _interprocess_lock(workspace.decisions / ".open.lock"):
             ledger = BudgetLedger(workspace.decisions / "budget.sqlite")
-            decision_log = DecisionLog(workspace.decisions / "decisions.sqlite", synchronous=config.log_synchronous)
+            decision_log = DecisionLog(workspace.decisions / "decisions.sqlite", synchronous=config.log_synchronous,
+                                       autocheckpoint=0 if config.checkpoint_seconds > 0 else 1000)
         guard = Guardrails(arms, layer.guardrails, ledger=ledger)
         reader, reader_error = None, None
         try:
@@ -261,6 +264,8 @@ class DecisionEngine:
                      decision_log=decision_log, guardrails=guard)
         engine.reader_error = reader_error
         engine.history_sends = _history_sends(workspace)
+        if config.checkpoint_seconds > 0:
+            engine._checkpoints = _Checkpointer(decision_log, config.checkpoint_seconds)
         return engine
 
     def close(self) -> None:
@@ -270,6 +275,8 @@ class DecisionEngine:
             self._bulk_scorer.shutdown(wait=True)
         if self.champions is not None:
             self.champions.close()
+        if getattr(self, "_checkpoints", None) is not None:
+            self._checkpoints.close()
         self._commits.close()
         self.log.close()
 
@@ -321,13 +328,17 @@ class DecisionEngine:
             seen: set[str] = set()
             dup = next(c for c in request.customer_ids if c in seen or seen.add(c))
             raise InputError(f"customer_ids: {dup!r} appears more than once; decide once per customer")
-        # the same Request objects as Request(str(c), t, **common), without a dataclass __init__ each
-        base = {**{f: getattr(_REQUEST_DEFAULT, f) for f in _REQUEST_FIELDS}, "request_time": t, **common}
-        reqs = []
-        for c in request.customer_ids:
-            r = object.__new__(Request)
-            r.__dict__.update(base, customer_id=str(c), context={})
-            reqs.append(r)
+        # Request(str(c), t, **common) for each customer, as flyweights: what the audience shares
+        # is held once, by a Request subclass made for this call, and each object holds only its
+        # customer id (4x cheaper than a dataclass __init__ or a __dict__ per request); the shared
+        # context is read-only
+        shared = {**{f: getattr(_REQUEST_DEFAULT, f) for f in _REQUEST_FIELDS}, "request_time": t, **common,
+                  "context": MappingProxyType({}), "__doc__": None}
+        cls = type("AudienceRequest", (Request,), shared)
+        new = object.__new__
+        reqs = [new(cls) for _ in request.customer_ids]
+        for r, c in zip(reqs, request.customer_ids, strict=True):
+            r.customer_id = str(c)
         if getattr(request, "request_id", None):
             return self._idempotent(request.request_id, reqs)
         return self.decide_many(reqs)
@@ -385,7 +396,7 @@ class DecisionEngine:
             self._check_request(r)
         plan = self._plan(reqs)
         records = self._records(reqs, plan)
-        self._commits.append(records)  # durable BEFORE any response exists
+        self._commits.append(records, self._stored_contexts(reqs, plan))  # durable BEFORE any response exists
         return [self._response(rec) for rec in records]
 
     def _check_request(self, r: Request) -> None:
@@ -799,7 +810,7 @@ class DecisionEngine:
             context.update(r.context)
             scores = {name: v[i] for name, v in score_items if math.isfinite(v[i])}
             reasons = _reasons(fb, k, propensity[i], acted[i], pname, arm_ids)
-            out.append(DecisionRecord.model_construct(
+            out.append(_construct(DecisionRecord, _RECORD_SET, dict(
                 decision_id=r.decision_id or uuid.uuid4().hex, customer_id=r.customer_id, decided_at=t,
                 action=arm_ids[k], channel=arm_channel[k], offer=arm_offer[k], send_slot=send_hour[i],
                 send_at=send_at[i], timezone=str(zones[i]), propensity=propensity[i], distribution=dist,
@@ -807,8 +818,17 @@ class DecisionEngine:
                 policy_version=pver, model_versions=versions, ab_arm=ab_arm[i],
                 holdout=bool(holdout[i]), fallback=fb is not None, journey_id=r.journey_id,
                 journey_step=r.journey_step,
-            ))
+            )))
         return out
+
+    @staticmethod
+    def _stored_contexts(reqs: list[Request], plan: _Plan) -> list[tuple | None] | None:
+        """The log's encoding of each record's context (``_records``: the rounded context row,
+        then the request's own entries), straight from the row where the request adds none."""
+        if plan.context is None:
+            return None
+        X = np.round(plan.context, 6)
+        return [None if r.context else encode_context_row(X[i], CONTEXT_COLUMNS) for i, r in enumerate(reqs)]
 
     # -- the bulk path (campaign audiences) -----------------------------------------------------
     def _decide_bulk(self, reqs: list[Request]) -> Sequence[DecisionResponse]:
@@ -823,38 +843,89 @@ class DecisionEngine:
                 seen.add(key)
                 self._check_request(r)
         plan = self._plan(reqs)
-        bulk = self._bulk_rows(reqs, plan)
-        if bulk is None:  # a value only the record path can judge (say NaN in a context): its error
-            records = self._records(reqs, plan)
-            self._commits.append(records)
-            return [self._response(rec) for rec in records]
-        # the log is written in a second thread (SQLite works without the GIL) while this one
-        # builds the response objects; they are returned only once the commit is done, and not at
-        # all if it fails: every decision is durable before its response leaves
-        # (one long-lived writer thread, so its log connection is opened once)
+        # the log rows are built chunk by chunk and each chunk goes to the writer thread as soon
+        # as it is built: SQLite inserts the first rows (without the GIL) while this thread builds
+        # the next; all chunks are one transaction, so the batch is logged whole or not at all
         with _BULK_WRITER_LOCK:
             if getattr(self, "_bulk_writer", None) is None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._bulk_writer = ThreadPoolExecutor(1, thread_name_prefix="decision-log-bulk")
-        written = self._bulk_writer.submit(self.log.append_columns, bulk.columns, bulk.layouts)
+        feed: queue.SimpleQueue = queue.SimpleQueue()
+        written = self._bulk_writer.submit(self.log.append_column_chunks, _drain(feed))
+        shared = self._bulk_shared(plan)
+        parts: list[_BulkRows] = []
+        complete = True
         try:
-            responses = self._bulk_responses(plan, bulk)
-        finally:
-            error = written.exception()  # waits for the commit
+            for lo in range(0, plan.n, BULK_CHUNK):
+                part = self._bulk_rows(reqs[lo:lo + BULK_CHUNK], plan, lo, shared)
+                if part is None:
+                    complete = False
+                    break
+                parts.append(part)
+                feed.put((part.columns, part.layouts))
+        except BaseException as exc:
+            feed.put(exc)  # rolls the transaction back
+            written.exception()
+            raise
+        if not complete or not parts:  # a value only the record path can judge (say NaN in a context): its error
+            feed.put(_NOT_LOGGED)
+            written.exception()
+            records = self._records(reqs, plan)
+            self._commits.append(records)
+            return [self._response(rec) for rec in records]
+        feed.put(_END)
+        error = written.exception()  # waits for the commit: every decision durable before its response
         if error is not None:
             raise error
         # the WAL's copy into the file, in the writer thread after this returns (the decisions are
         # durable already: committed to the WAL); the next batch's write queues behind it
         self._bulk_writer.submit(self.log.checkpoint)
-        return responses
+        return self._bulk_responses(plan, _BulkRows.concat(parts))
 
-    def _bulk_rows(self, reqs: list[Request], plan: _Plan) -> _BulkRows | None:
-        """The decision log's columns of ``_records(reqs, plan)``, plus the per-row Python values
-        the responses need. None when a context value is not finite (the record path raises)."""
-        n, t, elig, arm = plan.n, plan.decided_at, plan.eligibility, plan.arm
+    def _bulk_all(self, reqs: list[Request], plan: _Plan, chunk: int | None = None) -> _BulkRows | None:
+        """``_bulk_rows`` of every row, built ``chunk`` (default BULK_CHUNK) rows at a time as
+        ``_decide_bulk`` does, as one."""
+        chunk = chunk or BULK_CHUNK
+        shared = self._bulk_shared(plan)
+        parts = [self._bulk_rows(reqs[lo:lo + chunk], plan, lo, shared) for lo in range(0, plan.n, chunk)]
+        return None if any(p is None for p in parts) else _BulkRows.concat(parts)
+
+    def _bulk_shared(self, plan: _Plan) -> dict:
+        """What every chunk of ``_bulk_rows`` reads, computed once for the whole plan."""
+        elig, arm, n = plan.eligibility, plan.arm, plan.n
+        out: dict = {"who": {}, "said": {}}
+        send_us = np.zeros(n, np.int64)
+        send_hour = np.zeros(n, np.int64)
+        sends = np.flatnonzero(arm != NO_SEND_INDEX)
+        if elig is not None and len(sends):
+            send_us[sends] = elig.chosen_send_at(arm)[sends].astype("datetime64[ns]").view(np.int64) // 1000
+            send_hour[sends] = elig.chosen_send_hour(arm)[sends].astype(np.int64)
+        out["send"], out["send_us"], out["send_hour"] = arm != NO_SEND_INDEX, send_us, send_hour
+        # guardrails that acted: one tuple and one JSON text per distinct combination
+        if elig is not None and elig.acted.shape[1]:
+            codes = elig.acted.astype(np.int64) @ (np.int64(1) << np.arange(elig.acted.shape[1], dtype=np.int64))
+            uniq, inv = np.unique(codes, return_inverse=True)
+            names = [tuple(np.asarray(elig.names, dtype=object)[elig.acted[int(np.argmax(codes == c))]])
+                     for c in uniq.tolist()]
+            out["acted"] = [names[j] for j in inv.tolist()]
+        else:
+            out["acted"] = [()] * n
+        out["g_json"] = {a: _dumps(list(a)) for a in set(out["acted"])}
+        out["holdout"] = elig.holdout if elig is not None else np.zeros(n, bool)
+        out["versions"] = versions = {f: str(v) for f, v in dict(plan.snapshot.versions).items()}
+        out["versions_json"] = _dumps(versions)
+        return out
+
+    def _bulk_rows(self, reqs: list[Request], plan: _Plan, lo: int, shared: dict) -> _BulkRows | None:
+        """The decision log's columns of ``_records(reqs, plan)`` for the plan's rows
+        ``lo:lo + len(reqs)`` (``reqs`` being those rows' requests), plus the per-row Python
+        values the responses need. None when a context value is not finite (the record path raises)."""
+        n, t, arm = len(reqs), plan.decided_at, plan.arm[lo:lo + len(reqs)]
+        rows = slice(lo, lo + n)
         arm_ids, arm_channel, arm_offer = self._arm_ids, *self._arm_labels()
-        context = _context_columns(plan.context, [r.context for r in reqs], n)
+        context = _context_columns(None if plan.context is None else plan.context[rows],
+                                   [r.context for r in reqs], n)
         if context is None:
             return None
         arms = arm.tolist()
@@ -862,47 +933,33 @@ class DecisionEngine:
         dids = _uuid4_hex(n)
         if any(given):
             dids = [g or d for g, d in zip(given, dids, strict=True)]
-        send_slot: list = [None] * n
-        send_at: list = [None] * n
-        sends = np.flatnonzero(arm != NO_SEND_INDEX)
-        if elig is not None and len(sends):
-            ns = elig.chosen_send_at(arm)[sends].astype("datetime64[ns]").view(np.int64)
-            hours = elig.chosen_send_hour(arm)[sends].astype(np.int64)
-            for i, us, h in zip(sends.tolist(), (ns // 1000).tolist(), hours.tolist(), strict=True):
-                send_at[i], send_slot[i] = us, h
-        zones = [str(z) for z in plan.timezone.tolist()]
-        propensity = plan.propensity.tolist()
-        fallback, ab_arm = plan.fallback.tolist(), plan.ab_arm.tolist()
-        # guardrails that acted: one list and one JSON text per distinct combination
-        if elig is not None and elig.acted.shape[1]:
-            codes = elig.acted.astype(np.int64) @ (np.int64(1) << np.arange(elig.acted.shape[1], dtype=np.int64))
-            uniq, inv = np.unique(codes, return_inverse=True)
-            names = [tuple(np.asarray(elig.names, dtype=object)[elig.acted[int(np.argmax(codes == c))]])
-                     for c in uniq.tolist()]
-            acted = [names[j] for j in inv.tolist()]
-        else:
-            acted = [()] * n
-        g_json = {a: _dumps(list(a)) for a in set(acted)}
+        send = shared["send"][rows]
+        send_slot = np.where(send, shared["send_hour"][rows], None).tolist() if send.any() else [None] * n
+        send_at = np.where(send, shared["send_us"][rows], None).tolist() if send.any() else [None] * n
+        zones = [str(z) for z in plan.timezone[rows].tolist()]
+        propensity = plan.propensity[rows].tolist()
+        fallback, ab_arm = plan.fallback[rows].tolist(), plan.ab_arm[rows].tolist()
+        acted = shared["acted"][rows]
+        g_json = shared["g_json"]
         # scores: the rows of one pattern of finite scores share a template
         score_names = list((plan.scores or {}).keys())
-        score_vals = [np.asarray(v, dtype=np.float64) for v in (plan.scores or {}).values()]
+        score_vals = [np.asarray(v, dtype=np.float64)[rows] for v in (plan.scores or {}).values()]
         pattern = np.zeros(n, dtype=np.int64)
         for j, v in enumerate(score_vals):
             pattern |= np.isfinite(v).astype(np.int64) << j
         scores_json: list = [None] * n
         for p in np.unique(pattern).tolist():
             which = [j for j in range(len(score_names)) if p >> j & 1]
-            rows = np.flatnonzero(pattern == p)
+            at = np.flatnonzero(pattern == p)
             tmpl = "{" + ",".join(f"{_dumps(score_names[j])}:%s" for j in which) + "}"
-            texts = list(zip(*(_float_reprs(score_vals[j][rows]).tolist() for j in which), strict=True)) \
-                if which else [()] * len(rows)
-            for i, tx in zip(rows.tolist(), texts, strict=True):
+            texts = list(zip(*(_float_reprs(score_vals[j][at]).tolist() for j in which), strict=True)) \
+                if which else [()] * len(at)
+            for i, tx in zip(at.tolist(), texts, strict=True):
                 scores_json[i] = tmpl % tx
         # the responses' score dicts are built when a response is (DecisionBatch): their values here
         scores = (score_names, [v.tolist() for v in score_vals], pattern.tolist())
         # policy, version and reasons (worded by _reasons): one per distinct combination
-        who: dict = {}
-        said: dict = {}
+        who, said = shared["who"], shared["said"]
         policy, policy_version = [None] * n, [None] * n
         reasons, reasons_json = [None] * n, [None] * n
         for i, (fb, ab, k, p, a) in enumerate(zip(fallback, ab_arm, arms, propensity, acted, strict=True)):
@@ -923,22 +980,23 @@ class DecisionEngine:
                 words = said[key] = (tuple(listed), _dumps(listed))
             reasons[i] = words[0]  # a tuple shared by the rows of one wording: listed per response
             reasons_json[i] = words[1]
-        versions = {f: str(v) for f, v in dict(plan.snapshot.versions).items()}
-        holdout = (elig.holdout if elig is not None else np.zeros(n, bool)).astype(np.int64).tolist()
+        holdout = shared["holdout"][rows].astype(np.int64).tolist()
         ch_value = [None if c is None else c.value for c in arm_channel]
         columns = {
             "decision_id": dids, "customer_id": [r.customer_id for r in reqs], "decided_at": [_us(t)] * n,
             "action": [arm_ids[k] for k in arms], "channel": [ch_value[k] for k in arms],
             "offer": [arm_offer[k] for k in arms], "send_slot": send_slot, "send_at": send_at,
             "timezone": zones, "propensity": propensity,
-            "distribution": _distribution_json(plan.distribution, arm_ids, n), "context": context[0],
-            "scores": scores_json, "reasons": reasons_json, "guardrails": [g_json[a] for a in acted],
-            "policy": policy, "policy_version": policy_version, "model_versions": [_dumps(versions)] * n,
-            "ab_arm": ab_arm, "holdout": holdout, "fallback": [int(fb is not None) for fb in fallback],
+            "distribution": _distribution_json(None if plan.distribution is None else plan.distribution[rows],
+                                               arm_ids, n),
+            "context": context[0], "scores": scores_json, "reasons": reasons_json,
+            "guardrails": [g_json[a] for a in acted], "policy": policy, "policy_version": policy_version,
+            "model_versions": [shared["versions_json"]] * n, "ab_arm": ab_arm, "holdout": holdout,
+            "fallback": [int(fb is not None) for fb in fallback],
             "journey_id": [r.journey_id for r in reqs], "journey_step": [r.journey_step for r in reqs],
             "context_layout": context[1], "context_extra": context[2],
         }
-        return _BulkRows(columns=columns, scores=scores, reasons=reasons, acted=acted, versions=versions,
+        return _BulkRows(columns=columns, scores=scores, reasons=reasons, acted=acted, versions=shared["versions"],
                          layouts=context[3])
 
     def _bulk_responses(self, plan: _Plan, bulk: _BulkRows) -> DecisionBatch:
@@ -1056,20 +1114,36 @@ class DecisionEngine:
     def _response(rec: DecisionRecord) -> DecisionResponse:
         send_at = rec.send_at.astimezone(ZoneInfo(rec.timezone)) if rec.send_at is not None else None
         fallback_reason = next((r.removeprefix("fallback: ") for r in rec.reasons if r.startswith("fallback: ")), None)
-        return DecisionResponse.model_construct(
+        return _construct(DecisionResponse, _RESPONSE_SET, dict(
             decision_id=rec.decision_id, customer_id=rec.customer_id,
-            action=Action.model_construct(send=rec.channel is not None, channel=rec.channel, offer=rec.offer,
-                                          send_at=send_at, send_slot=rec.send_slot, arm=rec.action),
+            action=_construct(Action, _ACTION_SET, dict(send=rec.channel is not None, arm=rec.action,
+                                                        channel=rec.channel, offer=rec.offer, send_at=send_at,
+                                                        send_slot=rec.send_slot)),
             probability=rec.propensity, scores=rec.scores, reasons=rec.reasons, guardrails=rec.guardrails,
             policy=rec.policy, policy_version=rec.policy_version, model_versions=rec.model_versions,
             ab_arm=rec.ab_arm, holdout=rec.holdout, fallback=rec.fallback, fallback_reason=fallback_reason,
             decided_at=rec.decided_at,
-        )
+        ))
 
 
 #: decide_many builds the log rows and responses column-wise from this many requests on
 BULK_MIN_REQUESTS = 256
 _BULK_WRITER_LOCK = threading.Lock()
+#: the bulk path hands its log rows to the writer thread in chunks of this many decisions
+BULK_CHUNK = 16_384
+_END = object()  # the last chunk of a bulk write was handed over
+_NOT_LOGGED = InputError("the batch is logged by the record path instead")  # the bulk write rolls back
+
+
+def _drain(feed: queue.SimpleQueue):
+    """The chunks put on ``feed`` until _END; an exception put on it is raised (the write rolls back)."""
+    while True:
+        item = feed.get()
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 @dataclass
@@ -1084,9 +1158,24 @@ class _BulkRows:
     versions: dict[str, str]
     layouts: dict[int, tuple[str, ...]] = field(default_factory=dict)  # context layouts used: id -> names
 
+    @classmethod
+    def concat(cls, parts: list[_BulkRows]) -> _BulkRows:
+        """The rows of ``parts`` (chunks of one plan, in order) as one."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        names = first.scores[0]
+        return cls(
+            columns={c: [v for p in parts for v in p.columns[c]] for c in first.columns},
+            scores=(names, [[v for p in parts for v in p.scores[1][j]] for j in range(len(names))],
+                    [v for p in parts for v in p.scores[2]]),
+            reasons=[v for p in parts for v in p.reasons], acted=[v for p in parts for v in p.acted],
+            versions=first.versions, layouts={i: c for p in parts for i, c in p.layouts.items()})
+
 
 _ACTION_SET = set(Action.model_fields)
 _RESPONSE_SET = set(DecisionResponse.model_fields)
+_RECORD_SET = set(DecisionRecord.model_fields)
 
 
 def _chan(ch: Channel | None) -> str | None:
@@ -1273,8 +1362,10 @@ class GroupCommit:
                 os.close(self._lock_fd[1])
         self._lock_fd = None
 
-    def append(self, records: list[DecisionRecord]) -> None:
-        entry: list = [records, None, False]
+    def append(self, records: list[DecisionRecord], contexts: list[tuple | None] | None = None) -> None:
+        """Commit ``records`` (with their stored contexts, DecisionLog.append) with whatever else is
+        waiting; returns once they are durable, or raises their error."""
+        entry: list = [records, None, False, contexts]
         with self._cv:
             self._pending.append(entry)
             while not entry[2]:
@@ -1308,7 +1399,10 @@ class GroupCommit:
 
     def _write_locked(self, batch: list[list]) -> None:
         try:
-            self.log.append([r for e in batch for r in e[0]])
+            contexts = None
+            if any(e[3] is not None for e in batch):
+                contexts = [c for e in batch for c in (e[3] if e[3] is not None else [None] * len(e[0]))]
+            self.log.append([r for e in batch for r in e[0]], contexts=contexts)
             self.commits += 1
             return
         except BaseException as exc:
@@ -1317,10 +1411,41 @@ class GroupCommit:
                 return
         for e in batch:  # one of them spoilt the shared commit: each on its own
             try:
-                self.log.append(e[0])
+                self.log.append(e[0], contexts=e[3])
                 self.commits += 1
             except BaseException as exc:
                 e[1] = exc
+
+
+class _Checkpointer:
+    """Copies the decision log's WAL into its file every ``interval`` seconds in a daemon thread
+    (SQLite's passive checkpoint, which never blocks a writer), and once more at close, so that
+    no decision's commit does it (the log is opened with ``autocheckpoint=0``). Each worker
+    process runs one; a checkpoint that finds nothing new costs a few microseconds."""
+
+    def __init__(self, decision_log: DecisionLog, interval: float):
+        self.log = decision_log
+        self.interval = float(interval)
+        self.runs = 0  # checkpoints done (tests)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="decision-log-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._once()
+
+    def _once(self) -> None:
+        try:
+            self.log.checkpoint()
+            self.runs += 1
+        except sqlite3.Error as exc:  # busy or gone: the next round (or SQLite's own) catches up
+            log.warning("decision log checkpoint failed: %s", exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._once()
 
 
 @contextlib.contextmanager

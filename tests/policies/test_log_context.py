@@ -179,3 +179,106 @@ def test_non_finite_context_is_refused_and_bulk_layouts_must_be_named(tmp_path):
     log.append_columns(cols, layouts)
     assert log.decisions()["context"].tolist() == [{"a": 0.0, "b": 0.0}]
     log.close()
+
+
+def _columns(ids: list[str], X: np.ndarray, names: tuple[str, ...]) -> tuple[dict, dict]:
+    """append_columns input for no-send decisions with contexts X (rows) named ``names``."""
+    blobs, lids, extras, layouts = encode_context_matrix(X, names)
+    n = len(ids)
+    fixed = dict(decided_at=us(T0), action="no_send", channel=None, offer=None, send_slot=None, send_at=None,
+                 timezone="UTC", propensity=1.0, distribution='{"no_send":1.0}', scores="{}", reasons="[]",
+                 guardrails="[]", policy="p", policy_version="0", model_versions="{}", ab_arm=None, holdout=0,
+                 fallback=0, journey_id=None, journey_step=None)
+    cols = {"decision_id": list(ids), "customer_id": [f"c-{i}" for i in ids], "context": blobs,
+            "context_layout": lids, "context_extra": extras, **{k: [v] * n for k, v in fixed.items()}}
+    return cols, layouts
+
+
+def test_chunks_are_one_transaction_written_while_they_are_produced(tmp_path):
+    log = DecisionLog(tmp_path / "d.sqlite")
+    rng = np.random.default_rng(0)
+    X = np.round(rng.normal(size=(30, 3)), 6)
+    names = ("a", "b", "c")
+    chunks = [_columns([f"d{i}" for i in range(lo, lo + 10)], X[lo:lo + 10], names) for lo in (0, 10, 20)]
+
+    def produced(fail_after: int | None = None):
+        for k, chunk in enumerate(chunks):
+            if k == fail_after:
+                raise RuntimeError("the producer failed")
+            yield chunk
+
+    with pytest.raises(RuntimeError, match="producer failed"):
+        log.append_column_chunks(produced(fail_after=2))  # two chunks written, then rolled back
+    assert len(log) == 0
+    dup = _columns(["d5", "x1"], X[:2], names)  # d5 is in the first chunk
+    with pytest.raises(InputError, match="d5"):
+        log.append_column_chunks([chunks[0], dup])
+    assert len(log) == 0
+    log.append_column_chunks(produced())
+    got = log.decisions()
+    assert got["decision_id"].tolist() == [f"d{i}" for i in range(30)]
+    np.testing.assert_array_equal(np.array([[c[k] for k in names] for c in got["context"]]), X)
+    # the same rows as one append_columns of them all
+    other = DecisionLog(tmp_path / "e.sqlite")
+    other.append_columns(*_columns([f"d{i}" for i in range(30)], X, names))
+    keep = [c for c in got.columns if c != "logged_at"]
+    pd.testing.assert_frame_equal(other.decisions()[keep], got[keep])
+    log.close()
+    other.close()
+
+
+def test_a_layout_is_written_once_per_log_object(tmp_path):
+    log = DecisionLog(tmp_path / "d.sqlite")
+    log.append([record(0, features(0))])
+    assert log._layouts_written == {layout_id(CONTEXT_COLUMNS)}
+    log.append([record(1, features(1)), record(2, {"x": 1.5})])
+    assert layout_names(log._conn()) == {layout_id(CONTEXT_COLUMNS): CONTEXT_COLUMNS, layout_id(("x",)): ("x",)}
+    assert log._layouts_written == set(layout_names(log._conn()))
+    # a new object over the same file writes (INSERT OR IGNORE) what it has not written itself
+    again = DecisionLog(tmp_path / "d.sqlite")
+    again.append([record(3, features(3))])
+    assert len(again.decisions()) == 4 and again.decisions()["context"].tolist()[3] == features(3)
+    log.close()
+    again.close()
+
+
+def test_contexts_given_encoded_are_stored_as_encode_context_would(tmp_path):
+    from policies.log import encode_context_row
+
+    rng = np.random.default_rng(3)
+    for i in range(20):
+        row = np.round(rng.normal(size=len(CONTEXT_COLUMNS)) * 10 ** (i % 6), 6)
+        assert encode_context_row(row, CONTEXT_COLUMNS) == encode_context(
+            dict(zip(CONTEXT_COLUMNS, row.tolist(), strict=True)))
+    row[3] = np.nan
+    assert encode_context_row(row, CONTEXT_COLUMNS) is None  # encode_context's own error
+    assert encode_context_row(np.ones(2), ("a", "request.b")) is None  # the binary run ends at a free-form name
+    a, b = DecisionLog(tmp_path / "a.sqlite"), DecisionLog(tmp_path / "b.sqlite")
+    recs = [record(i, features(i)) for i in range(4)]
+    X = np.array([[r.context[c] for c in CONTEXT_COLUMNS] for r in recs])
+    a.append(recs)
+    b.append(recs, contexts=[encode_context_row(X[0], CONTEXT_COLUMNS), None, *(
+        encode_context_row(x, CONTEXT_COLUMNS) for x in X[2:])])
+    stored = "SELECT context, context_layout, context_extra FROM decisions ORDER BY seq"
+    assert a._conn().execute(stored).fetchall() == b._conn().execute(stored).fetchall()
+    with pytest.raises(InputError, match="2 encoded contexts for 4 records"):
+        b.append([record(9 + i, features(i)) for i in range(4)], contexts=[None, None])
+    a.close()
+    b.close()
+
+
+def test_without_autocheckpoint_commits_leave_the_wal_to_checkpoint(tmp_path):
+    import os
+
+    log = DecisionLog(tmp_path / "d.sqlite", synchronous="NORMAL", autocheckpoint=0)
+    assert log._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    size = os.path.getsize(tmp_path / "d.sqlite")
+    for i in range(300):  # ~5 pages a commit: past SQLite's default 1000-page checkpoint
+        log.append([record(i, features(i))])
+    wal = os.path.getsize(tmp_path / "d.sqlite-wal")
+    assert wal > 1000 * 4096 and os.path.getsize(tmp_path / "d.sqlite") == size  # nothing copied by a commit
+    log.checkpoint()
+    assert os.path.getsize(tmp_path / "d.sqlite") > size and len(log) == 300
+    with pytest.raises(InputError, match="autocheckpoint"):
+        DecisionLog(tmp_path / "e.sqlite", autocheckpoint=-1)
+    log.close()

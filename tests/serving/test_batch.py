@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+import serving.engine as engine_module
+from core.types import Channel
 from core.workspace import Workspace
 from features.online import snapshot_path
 from policies.log import JSON_COLUMNS, STORED_COLUMNS, DecisionLog
@@ -64,7 +66,7 @@ def test_bulk_rows_and_responses_equal_the_record_path(prepared_ws, customer_ids
         reqs[4].context = {"request.weight": 0.5}
         plan = eng._plan(reqs)
         records = eng._records(reqs, plan)
-        bulk = eng._bulk_rows(reqs, plan)
+        bulk = eng._bulk_all(reqs, plan, chunk=256)  # in three chunks, as the writer thread gets them
         assert bulk is not None
         # rows with one allowed arm were not asked: the policy gives them the same, exactly
         policy = eng.policy_arms["champion"].policy
@@ -132,7 +134,7 @@ def test_snapshot_and_store_paths_give_identical_decisions(prepared_ws, customer
 
 
 @pytest.mark.integration
-def test_a_batch_is_logged_before_any_response(prepared_ws, customer_ids, tmp_path):
+def test_a_batch_is_logged_before_any_response(prepared_ws, customer_ids, tmp_path, monkeypatch):
     from core.errors import InputError
     from serving.schemas import BatchDecisionRequest
 
@@ -163,12 +165,96 @@ def test_a_batch_is_logged_before_any_response(prepared_ws, customer_ids, tmp_pa
         assert sorted(a.unsubscribed) == sorted(b.unsubscribed)
         assert len(b.unsubscribed) == int(sent[0].customer_id in ask)
         # a log that refuses the write: the call fails, no response leaves
-        def refuse(columns, layouts=None):
+        append = eng.log.append_column_chunks
+
+        def refuse(chunks):
             raise InputError("disk full")
 
-        eng.log.append_columns = refuse
+        eng.log.append_column_chunks = refuse
         with pytest.raises(InputError, match="disk full"):
             eng.decide_batch(BatchDecisionRequest(customer_ids=customer_ids[400:700], request_time=T0))
         assert len(_logged(eng)) == len(ids)
+        # the rows go to the writer chunk by chunk, in one transaction: a failure while the third
+        # chunk is built rolls back the two already written, and the error is the caller's
+        eng.log.append_column_chunks = append
+        build, calls = eng._bulk_rows, []
+
+        def third_fails(reqs, plan, lo, shared):
+            calls.append(lo)
+            if len(calls) == 3:
+                raise RuntimeError("out of memory")
+            return build(reqs, plan, lo, shared)
+
+        eng._bulk_rows = third_fails
+        monkeypatch.setattr(engine_module, "BULK_CHUNK", 100)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            eng.decide_batch(BatchDecisionRequest(customer_ids=customer_ids[400:700], request_time=T0))
+        assert calls == [0, 100, 200] and len(_logged(eng)) == len(ids)
+        eng._bulk_rows = build
+        res = eng.decide_batch(BatchDecisionRequest(customer_ids=customer_ids[400:700], request_time=T0))
+        assert len(_logged(eng)) == len(ids) + 300 and {d.decision_id for d in res} <= \
+            {r["decision_id"] for r in _logged(eng).values()}
+    finally:
+        eng.close()
+
+
+@pytest.mark.integration
+def test_an_audience_shares_one_request_but_its_customer_id(prepared_ws, customer_ids, tmp_path):
+    """decide_batch's flyweight requests read as Request(customer, t, **the batch's options)."""
+    from serving.engine import _REQUEST_FIELDS
+    from serving.schemas import BatchDecisionRequest
+
+    eng = _engine(_copy(prepared_ws, tmp_path / "w"))
+    try:
+        seen: list = []
+        eng.decide_many = lambda reqs: seen.extend(reqs) or []
+        eng.decide_batch(BatchDecisionRequest(customer_ids=customer_ids[:3], request_time=T0, channels=["sms"],
+                                              journey={"id": "j9", "step": "s2"}, allow_no_send=False))
+        want = [Request(c, T0, journey_id="j9", journey_step="s2", channels=(Channel.SMS,), allow_no_send=False)
+                for c in customer_ids[:3]]
+        assert [{f: getattr(r, f) for f in _REQUEST_FIELDS} for r in seen] == \
+            [{f: getattr(r, f) for f in _REQUEST_FIELDS} for r in want]
+        assert all(isinstance(r, Request) for r in seen)
+        seen[0].decision_id = "x"  # an idempotency key sets one request's id, not the audience's
+        assert seen[1].decision_id is None
+        with pytest.raises(TypeError):
+            seen[0].context["k"] = 1  # the shared context is read-only
+    finally:
+        eng.close()
+
+
+@pytest.mark.integration
+def test_the_service_checkpoints_its_log_in_the_background(ws_copy, customer_ids):
+    """No decision's commit copies the WAL into the file (autocheckpoint off); a background
+    thread does, every checkpoint_seconds, and once more at close. checkpoint_seconds 0: SQLite's
+    own automatic checkpoint, as before."""
+    import os
+    import time
+
+    from serving.config import ServingConfig
+    from serving.engine import DecisionEngine
+    from serving.schemas import DecisionRequest
+
+    eng = DecisionEngine.open(ws_copy, ServingConfig(refresh_seconds=0, checkpoint_seconds=0.05), start_refresh=False)
+    thread = eng._checkpoints._thread
+    try:
+        assert eng.log.autocheckpoint == 0 and thread.is_alive()
+        assert eng.log._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        size = os.path.getsize(eng.log.path)
+        for c in customer_ids[:30]:
+            eng.decide(DecisionRequest(customer_id=c, request_time=T0))
+        runs = eng._checkpoints.runs
+        deadline = time.monotonic() + 10
+        while (os.path.getsize(eng.log.path) == size or eng._checkpoints.runs < runs + 2) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert os.path.getsize(eng.log.path) > size and eng._checkpoints.runs >= runs + 2
+    finally:
+        eng.close()
+    assert not thread.is_alive()
+    eng = DecisionEngine.open(ws_copy, ServingConfig(refresh_seconds=0, checkpoint_seconds=0), start_refresh=False)
+    try:
+        assert eng.log.autocheckpoint == 1000 and getattr(eng, "_checkpoints", None) is None
+        assert len(eng.log) == 30
     finally:
         eng.close()
