@@ -27,9 +27,12 @@ indexed once at start; each model predicts once on a float matrix (one row: Ligh
 C entry, ``_SingleRow``); send-time grids cached per time zone and UTC quarter hour (by
 policies.guardrails.Guardrails itself); budget reservations queue on an in-process lock, not on
 SQLite's sleeping busy handler; concurrent requests share one commit (GroupCommit), each answered
-only after its own records are committed. The log's SQLite mode is ``ServingConfig.log_synchronous``:
-NORMAL by default (a logged decision survives a kill -9 of the service; the fsync of FULL, which
-also survives a power cut, dominated a single decision's wall time).
+only after its own records are committed; a record's context goes to the log as the float64 row it
+already is (policies.log.encode_context_row), not re-read from its dict; no commit copies the WAL
+into the file (a background thread checkpoints it every ``checkpoint_seconds``). The log's SQLite
+mode is ``ServingConfig.log_synchronous``: NORMAL by default (a logged decision survives a kill -9
+of the service; the fsync of FULL, which also survives a power cut, dominated a single decision's
+wall time).
 
 Audiences (``decide_many`` of >= BULK_MIN_REQUESTS requests, so ``decide_batch``): the features
 come from the online store's columnar snapshot (features.online, memory-mapped, used only while it
@@ -39,8 +42,10 @@ the send-time index when that is cheaper than a probe per customer; the customer
 churn) are predicted in a second thread while this one runs the guardrails and the policy; only the
 rows with more than one arm of non-zero probability need the cumulative sums of the sampling; the
 log rows are built column by column (JSON from templates, each distinct float's text once; the
-context features as one float64 buffer sliced per row, policies.log.encode_context_matrix) and
-written in one transaction by a writer thread (the WAL's checkpoint after, off the call's path);
+context features as one float64 buffer sliced per row, policies.log.encode_context_matrix) in
+chunks of BULK_CHUNK, each handed to a writer thread as soon as it is built, so SQLite inserts one
+chunk while the next is built, all in one transaction (the WAL's checkpoint after, off the call's
+path); the requests are flyweights sharing the batch's options;
 the call returns, only after the commit, a ``DecisionBatch``: the response objects are built when
 read, and /decide/batch writes its JSON from the columns. Same decisions, log rows and responses as
 the per-record path (tests/serving/test_batch.py).
