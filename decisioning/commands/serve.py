@@ -64,7 +64,9 @@ def command(port, host, config_path, workspace):
     # empties that folder when a server starts: a second server on the machine (a test, a bench)
     # would wipe this one's counters. A private home per run keeps /metrics whole (the service
     # uses no BentoML model store).
-    bentoml_home = tempfile.mkdtemp(prefix="decisioning-bentoml-")
+    sweep_stale_homes(Path(tempfile.gettempdir()))
+    bentoml_home = tempfile.mkdtemp(prefix=HOME_PREFIX)
+    (Path(bentoml_home) / OWNER_FILE).write_text(str(os.getpid()))
     env["BENTOML_HOME"] = bentoml_home
     cmd = [sys.executable, "-m", "bentoml", "serve", "serving.service:DecisionService", "--host", host,
            "--port", str(port), "--working-dir", str(PROJECT_ROOT)]
@@ -91,6 +93,33 @@ def command(port, host, config_path, workspace):
     progress("decision service stopped")
     if code not in (0, -signal.SIGTERM, 143) and code is not None:
         sys.exit(code)
+
+
+HOME_PREFIX = "decisioning-bentoml-"
+OWNER_FILE = "owner.pid"
+
+
+def sweep_stale_homes(tmp: Path) -> list[Path]:
+    """Remove the private BentoML homes of `decisioning serve` runs that are gone (killed with
+    -9, so their own clean-up never ran): those whose owner process no longer exists. A home
+    without an owner file is left alone (an older version's, or one being created). Returns
+    what was removed."""
+    removed = []
+    for home in tmp.glob(f"{HOME_PREFIX}*"):
+        try:
+            pid = int((home / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or another user's: not ours to judge)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(home, ignore_errors=True)
+        removed.append(home)
+    return removed
 
 
 def _wait_ready(url: str, child: subprocess.Popen, timeout: float = 300.0) -> bool:
