@@ -64,17 +64,19 @@ def test_promote_switches_the_running_service(server, customer_ids):
     assert _served(url)["version"] == before["version"]  # nothing changed on a refused promotion
 
     codes: list[int] = []
-    stop = threading.Event()
+    stop, answering = threading.Event(), threading.Event()
 
     def hammer():
         with httpx.Client(timeout=30, headers=AUTH) as c:
             i = 0
             while not stop.is_set():
                 codes.append(c.post(f"{url}/decide", json={"customer_id": customer_ids[i % 50]}).status_code)
+                answering.set()
                 i += 1
 
     t = threading.Thread(target=hammer)
     t.start()
+    assert answering.wait(60)  # decides are flowing before the promotion starts (a loaded machine is slow)
     try:
         r = httpx.post(promote, json={"candidate": "thompson.candidate"}, headers=AUTH, timeout=120)
     finally:
