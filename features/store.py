@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
@@ -162,13 +163,21 @@ def _assembly(service: str, config: FeatureConfig) -> _Assembly:
 def fill_numeric_defaults(mat: np.ndarray, known: np.ndarray, plan: _Assembly) -> tuple[np.ndarray, dict[str, int]]:
     """(k, n) numeric matrix of ``plan.numeric`` with NaN -> the feature's default, and per feature
     how many KNOWN customers (``known``, (n,)) got a default (unknown ones are cold starts)."""
-    na = np.isnan(mat)
+    return _fill_defaults(mat, known, plan.numeric, plan.numeric_defaults)
+
+
+def _fill_defaults(mat: np.ndarray, known: np.ndarray, names: Sequence[str], defaults: np.ndarray,
+                   na: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, int]]:
+    """:func:`fill_numeric_defaults` for rows ``names`` with ``defaults`` (k,) (any row order);
+    ``na``: ``np.isnan(mat)`` if the caller has it already."""
+    if na is None:
+        na = np.isnan(mat)
     if not na.any():
         return mat, {}
     rows = np.flatnonzero(na.any(axis=1))
     counts = (na[rows] & known).sum(axis=1)
-    filled = {plan.numeric[r]: int(c) for r, c in zip(rows, counts, strict=True) if c}
-    return np.where(na, plan.numeric_defaults[:, None], mat), filled
+    filled = {names[r]: int(c) for r, c in zip(rows.tolist(), counts.tolist(), strict=True) if c}
+    return np.where(na, defaults[:, None], mat), filled
 
 
 def assemble_online(service: str, ids: Sequence[str], request_time: pd.Timestamp, raw: dict[str, Sequence],
@@ -482,6 +491,8 @@ def _utc_ts(value, what: str) -> pd.Timestamp:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
         raise InputError(f"{what}: not a time: {value!r} ({exc})") from None
+    if ts.tzinfo is UTC:  # already UTC (the decision path's case; NaT has no tzinfo): as tz_convert gives
+        return ts
     if pd.isna(ts):
         raise InputError(f"{what}: missing time")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

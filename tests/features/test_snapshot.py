@@ -4,6 +4,7 @@ never used once the store has moved on without it (from the very next read)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pandas as pd
@@ -71,15 +72,25 @@ def test_single_reads_from_the_snapshot_rows_equal_sqlite_for_every_service(feas
     profiles = small_data.profiles.customer_id.astype(str).tolist()
     _, end = feast_store.table_range()
     singles = [[c] for c in profiles[::7]] + [["unknown-1"]]
-    smalls = [[profiles[3], "unknown-2", profiles[3]], profiles[:63], [profiles[-1], profiles[0]]]
+    smalls = [[profiles[3], "unknown-2", profiles[3]], profiles[:63], [profiles[-1], profiles[0]],
+              ["unknown-3", "unknown-4"], []]
+    # the row plans gather every column of a row from the mapped file at once; a snapshot whose
+    # columns are not slices of one file (words=None) reads them column by column: same values
+    snap = snap_reader.snapshot()
+    col_reader = FastOnlineReader.open(feast_store.workspace)
+    col_reader._snap = dataclasses.replace(snap, words=None, cache={})
     for at in (end + pd.Timedelta(hours=3), pd.Timestamp("2026-01-10 23:30", tz="UTC")):
         for service in SERVICES:
+            need, demand = snap_reader._plan(service)
+            assert snap.row_plan(service, need, demand, snap_reader.config).words is not None
+            assert col_reader.snapshot().row_plan(service, need, demand, snap_reader.config).words is None
             for ids in singles + smalls:
                 fast = snap_reader.read(service, ids, request_time=at)
-                assert snap_reader.last_source == "snapshot_rows"
+                assert snap_reader.last_source == ("snapshot_rows" if ids else "sqlite")
                 slow = sql_reader.read(service, ids, request_time=at)
                 assert sql_reader.last_source == "sqlite"
                 _assert_identical(fast, slow)
+                _assert_identical(col_reader.read(service, ids, request_time=at), slow)
             # the SQLite decoder itself still equals Feast's own read
             _assert_same(sql_reader.read(service, smalls[0], request_time=at),
                          feast_store.online(service, smalls[0], request_time=at))
