@@ -84,7 +84,8 @@ class ThompsonSampling(Policy):
             c = e.shape[0]
             flat = (np.arange(c)[:, None] * K + best.T).ravel()
             counts[sl] = np.bincount(flat, minlength=c * K).reshape(c, K)
-        return counts / M
+        counts /= M
+        return counts
 
 
 class LinUCB(Policy):

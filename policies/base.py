@@ -136,6 +136,22 @@ def uniform_distribution(eligible: np.ndarray) -> np.ndarray:
     return eligible / eligible.sum(axis=1, keepdims=True)
 
 
+#: rows per block of Policy._distribution's normalisation
+_NORMALISE_ROWS = 2048
+
+
+def _normalise(pref: np.ndarray | None, E: np.ndarray, share: float) -> np.ndarray:
+    """The distribution of preferences ``pref`` (None: uniform) over the eligible arms ``E``,
+    normalised, then mixed with ``share`` of uniform."""
+    uniform = uniform_distribution(E)
+    pref = np.where(E, uniform if pref is None else pref, 0.0)
+    total = pref.sum(axis=1, keepdims=True)
+    pref = np.where(total > 0, pref / np.where(total > 0, total, 1.0), uniform)
+    dist = (1.0 - share) * pref + share * uniform
+    dist = np.where(E, dist, 0.0)
+    return dist / dist.sum(axis=1, keepdims=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # the base class
 # ----------------------------------------------------------------------------------------------
@@ -335,7 +351,9 @@ class Policy:
         X = check_context(context, owner, self.n_features_ if self.is_initialised else None)
         if not self.is_initialised:
             self._init_state(X)
-        return np.clip((X - self.center_) / self.scale_, -8.0, 8.0)
+        Z = X - self.center_  # a new array: scaled and clipped in place
+        Z /= self.scale_
+        return np.clip(Z, -8.0, 8.0, out=Z)
 
     def initialise(self, context) -> Policy:
         """Forget everything and fit the context scaler on ``context`` (n, d), a representative
@@ -367,17 +385,23 @@ class Policy:
     def _distribution(self, Z: np.ndarray, E: np.ndarray, S: np.ndarray | None) -> np.ndarray:
         if Z.shape[0] == 0:
             return np.zeros((0, self.arms.n_arms))
-        if self.learns and self.n_seen_ < int(self.burn_in):
-            pref = uniform_distribution(E)
-        else:
-            pref = self._preferences(Z, E, S)
-        pref = np.where(E, pref, 0.0)
-        total = pref.sum(axis=1, keepdims=True)
-        pref = np.where(total > 0, pref / np.where(total > 0, total, 1.0), uniform_distribution(E))
+        if np.count_nonzero(E) == Z.shape[0]:
+            # every row allows exactly one arm (none allows none: check_eligible): the normalised
+            # distribution below is then exactly 1.0 on it whatever the preferences (x / x), so
+            # the reward model is not asked (a single decide mostly is such a row)
+            return E.astype(np.float64)
+        burn_in = self.learns and self.n_seen_ < int(self.burn_in)
+        pref = None if burn_in else self._preferences(Z, E, S)
         share = self._exploration_share()
-        dist = (1.0 - share) * pref + share * uniform_distribution(E)
-        dist = np.where(E, dist, 0.0)
-        return dist / dist.sum(axis=1, keepdims=True)
+        n = Z.shape[0]
+        if n <= _NORMALISE_ROWS:
+            return _normalise(pref, E, share)
+        # row by row arithmetic: blocks of rows whose temporaries stay in cache, same numbers
+        dist = np.empty(E.shape)
+        for lo in range(0, n, _NORMALISE_ROWS):
+            sl = slice(lo, lo + _NORMALISE_ROWS)
+            dist[sl] = _normalise(None if pref is None else pref[sl], E[sl], share)
+        return dist
 
     def decide(self, context, eligible, scores=None, rng: np.random.Generator | None = None) -> Decision:
         """Sample one arm per customer from :meth:`distribution` with ``rng`` (default: the

@@ -75,11 +75,29 @@ CONTEXT_COLUMNS: tuple[str, ...] = (
 def kappa_from_resultant(r: np.ndarray, cap: float = 50.0) -> np.ndarray:
     """Von Mises concentration from the mean resultant length (Best and Fisher's approximation of
     the inverse of A1), capped at ``cap``."""
-    r = np.clip(np.nan_to_num(r, nan=0.0), 0.0, 1.0 - 1e-9)
-    low = 2 * r + r**3 + 5 * r**5 / 6
-    mid = -0.4 + 1.39 * r + 0.43 / (1 - r)
-    high = 1.0 / np.maximum(r**3 - 4 * r**2 + 3 * r, 1e-12)
-    return np.minimum(np.where(r < 0.53, low, np.where(r < 0.85, mid, high)), cap)
+    return _kappa(np.nan_to_num(r, nan=0.0), cap)
+
+
+def _kappa(r: np.ndarray, cap: float = 50.0) -> np.ndarray:
+    """kappa_from_resultant of a resultant length without NaN. One customer (a single decide)
+    evaluates only its own branch, with the same numpy operations as the vector path."""
+    r = np.clip(r, 0.0, 1.0 - 1e-9)
+    if r.size == 1:
+        x = float(r.flat[0])
+        return np.minimum(_kappa_low(r) if x < 0.53 else _kappa_mid(r) if x < 0.85 else _kappa_high(r), cap)
+    return np.minimum(np.where(r < 0.53, _kappa_low(r), np.where(r < 0.85, _kappa_mid(r), _kappa_high(r))), cap)
+
+
+def _kappa_low(r: np.ndarray) -> np.ndarray:
+    return 2 * r + r**3 + 5 * r**5 / 6
+
+
+def _kappa_mid(r: np.ndarray) -> np.ndarray:
+    return -0.4 + 1.39 * r + 0.43 / (1 - r)
+
+
+def _kappa_high(r: np.ndarray) -> np.ndarray:
+    return 1.0 / np.maximum(r**3 - 4 * r**2 + 3 * r, 1e-12)
 
 
 def hour_fit(mean_hour: np.ndarray, concentration: np.ndarray, hours=FIT_HOURS) -> np.ndarray:
@@ -126,32 +144,74 @@ _CONTACT_DAYS = np.array([f.startswith("days_") for f in CONTACT_FEATURES])
 _BIG = np.finfo(np.float64).max
 
 
-def _fill(x: np.ndarray, nan: float = 0.0) -> np.ndarray:
-    """np.nan_to_num(x, nan=nan) of a float64 array (NaN -> ``nan``, +-inf -> the largest finite
-    floats), without its Python-level overhead."""
-    return np.clip(np.where(np.isnan(x), nan, x), -_BIG, _BIG)
+def _plan_arrays():
+    """The serving path's layout, built once: the input features in the order they are read (one
+    gather), each input's NaN replacement (one fill of the whole matrix), and the row slices of
+    every block of inputs (``i_*``) and of the (d, n) output (``o_*``)."""
+    n_sends = int(np.count_nonzero(~_CONTACT_DAYS))
+    # the days-since columns follow the send counts: one slice each, no fancy indexing
+    assert not _CONTACT_DAYS[:n_sends].any() and _CONTACT_DAYS[n_sends:].all()
+    blocks = [(LOG_FEATURES, 0.0), (RAW_FEATURES, 0.0), (CYCLIC_FEATURES, 12.0), (RECENCY_FEATURES, NEVER_DAYS),
+              (CONTACT_FEATURES[:n_sends], 0.0), (CONTACT_FEATURES[n_sends:], NEVER_DAYS),
+              ((HOUR_FIT_SOURCE[0],), 12.0), ((HOUR_FIT_SOURCE[1],), 0.0), (("avg_order_value",), 100.0)]
+    names, fill, starts = [], [], [0]
+    for cols, nan in blocks:
+        names += cols
+        fill += [nan] * len(cols)
+        starts.append(len(names))
+    i = [slice(a, b) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    o_sizes = [len(LOG_FEATURES), len(RAW_FEATURES), 2 * len(CYCLIC_FEATURES), len(RECENCY_FEATURES), n_sends,
+               len(CONTACT_FEATURES) - n_sends, len(FIT_HOURS), 1]
+    o_starts = np.cumsum([0, *o_sizes]).tolist()
+    o = [slice(a, b) for a, b in zip(o_starts[:-1], o_starts[1:], strict=True)]
+    assert o_starts[-1] == len(CONTEXT_COLUMNS)
+    return tuple(names), np.array(fill)[:, None], i, o
+
+
+_IN_NAMES, _IN_FILL, _I, _O = _plan_arrays()
+_FIT_HOURS_COL = np.asarray(FIT_HOURS, dtype=np.float64)[:, None]
 
 
 def _context_arrays(features: Mapping[str, ArrayLike]) -> np.ndarray:
-    """context_matrix of a mapping of arrays, block by block (same arithmetic per element)."""
+    """context_matrix of a mapping of arrays: one gather into an (inputs, n) matrix, then
+    :func:`_context_block` on blocks of customers small enough to stay in cache (the same
+    operations per element as the frame path; a few dozen numpy calls per block whatever n)."""
     n = np.asarray(features[LOG_FEATURES[0]]).shape[0]
+    A = np.array([features[f] for f in _IN_NAMES], dtype=np.float64).reshape(len(_IN_NAMES), n)
+    if n == 1:
+        return _context_block(A).T  # (1, d): C-contiguous as it is
+    out = np.empty((n, len(CONTEXT_COLUMNS)))
+    for lo in range(0, n, _BLOCK):
+        out[lo:lo + _BLOCK] = _context_block(A[:, lo:lo + _BLOCK]).T
+    return out
 
-    def block(names) -> np.ndarray:
-        return np.array([features[f] for f in names], dtype=np.float64).reshape(len(names), n).T
 
-    def num(name: str) -> np.ndarray:
-        return np.asarray(features[name], dtype=np.float64).reshape(n)
+#: customers per block of :func:`_context_arrays` (a block's temporaries then fit in cache)
+_BLOCK = 8192
 
-    parts = [np.log1p(np.maximum(_fill(block(LOG_FEATURES)), 0.0)), _fill(block(RAW_FEATURES))]
-    angle = 2 * np.pi * _fill(block(CYCLIC_FEATURES), nan=12.0) / 24.0
-    parts.append(np.stack([np.cos(angle), np.sin(angle)], axis=2).reshape(n, 2 * len(CYCLIC_FEATURES)))
-    parts.append(np.log1p(np.clip(_fill(block(RECENCY_FEATURES), nan=NEVER_DAYS), 0.0, 365.0)))
-    contact = block(CONTACT_FEATURES)
-    contact = np.where(_CONTACT_DAYS, _fill(contact, nan=NEVER_DAYS), _fill(contact, nan=0.0))
-    parts.append(np.where(_CONTACT_DAYS, np.log1p(np.clip(contact, 0.0, 30.0)), contact))
-    parts.append(hour_fit(num(HOUR_FIT_SOURCE[0]), num(HOUR_FIT_SOURCE[1])))
-    parts.append((100.0 / np.maximum(_fill(num("avg_order_value"), nan=100.0), 15.0))[:, None])
-    return np.concatenate(parts, axis=1)
+
+def _context_block(A: np.ndarray) -> np.ndarray:
+    """(d, n) context of the (inputs, n) raw inputs ``A`` (rows in ``_IN_NAMES`` order): one NaN/inf
+    fill, then each feature block's arithmetic on contiguous row slices of the output."""
+    F = np.where(np.isnan(A), _IN_FILL, A)
+    np.clip(F, -_BIG, _BIG, out=F)
+    i_log, i_raw, i_cyc, i_rec, i_send, i_days, i_mean, i_conc, i_aov = _I
+    o_log, o_raw, o_cyc, o_rec, o_send, o_days, o_fit, o_inv = _O
+    out = np.empty((len(CONTEXT_COLUMNS), A.shape[1]))
+    np.log1p(np.maximum(F[i_log], 0.0), out=out[o_log])
+    out[o_raw] = F[i_raw]
+    angle = 2 * np.pi * F[i_cyc] / 24.0
+    np.cos(angle, out=out[o_cyc][0::2])
+    np.sin(angle, out=out[o_cyc][1::2])
+    np.log1p(np.clip(F[i_rec], 0.0, 365.0), out=out[o_rec])
+    out[o_send] = F[i_send]
+    np.log1p(np.clip(F[i_days], 0.0, 30.0), out=out[o_days])
+    # hour_fit of the filled mean hour and concentration (its own NaN handling is then a no-op)
+    kappa = _kappa(F[i_conc][0])
+    hour_angle = 2 * np.pi * (_FIT_HOURS_COL - F[i_mean]) / 24
+    np.exp(kappa * (np.cos(hour_angle) - 1.0), out=out[o_fit])
+    np.divide(100.0, np.maximum(F[i_aov], 15.0), out=out[o_inv])
+    return out
 
 
 class ContactFeatures:

@@ -105,6 +105,10 @@ OFFER_FOCUS: tuple[str, ...] = (
 )
 
 
+#: (row, draw, channel, slot) values per block of rows of ``FunnelRewardModel.best_arms_from``:
+#: a block's temporaries (a few of these, 8 bytes each) then stay in cache
+_BLOCK_CELLS = 262_144
+
 #: the funnel's GLMs, by name (``FunnelRewardModel.add(parts=...)``, the policies' ``online_parts``)
 FUNNEL_PARTS: tuple[str, ...] = ("open", "click", "convert", "unsubscribe", "order_value")
 
@@ -216,7 +220,20 @@ class FunnelRewardModel:
         """(n, O) expected net value of a conversion with each offer."""
         noise = self.order_value.noise or 0.0
         gross = np.exp(np.clip(self.order_value.linear_predictor(X1)[:, 0] + 0.5 * noise, -20, 20))
-        return np.maximum(gross[:, None] * (1.0 - self.discount[None, :]) - self.fixed_cost[None, :], 0.0)
+        return np.maximum(gross[:, None] * self._tables()[1] - self.fixed_cost, 0.0)
+
+    def _tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Arrays of the arm space and catalog, built once per model (and on first use by a model
+        unpickled from before they existed): per (channel, slot) cell the arm with the space's
+        first offer (that cell's other offers follow every ``len(slots)`` arms), and per offer the
+        share of the order value the customer pays (1 - discount)."""
+        tables = self.__dict__.get("_arm_tables")
+        if tables is None:
+            n_sl = len(self.arms.slots)
+            cells = np.divmod(np.arange(len(self.arms.channels) * n_sl), n_sl)
+            tables = (self.arms.index_of_levels(cells[0], np.zeros_like(cells[0]), cells[1]), 1.0 - self.discount)
+            self._arm_tables = tables
+        return tables
 
     def _combine(self, eta_open, eta_click, eta_conv, eta_unsub, value, dtype=np.float64) -> np.ndarray:
         """Linear predictors (..., n, cells) -> uplift (..., n, K):
@@ -264,26 +281,58 @@ class FunnelRewardModel:
         body = eligible[:, 1:].reshape(n, nc, no, ns)
         cs_ok = body.any(axis=2)  # (n, C, S)
         o_ok = body.any(axis=(1, 3))  # (n, O)
-        if not np.array_equal(body, cs_ok[:, :, None, :] & o_ok[:, None, :, None]):
+        # body is always within cs_ok x o_ok, so it factorises exactly when the counts agree (row
+        # by row; one customer: the totals, which skip count_nonzero's per-axis overhead)
+        if n == 1:
+            factorises = np.count_nonzero(body) == np.count_nonzero(cs_ok) * np.count_nonzero(o_ok)
+        else:
+            n_cs, n_o = np.count_nonzero(cs_ok.reshape(n, nc * ns), axis=1), np.count_nonzero(o_ok, axis=1)
+            factorises = np.array_equal(np.count_nonzero(body.reshape(n, -1), axis=1), n_cs * n_o)
+        if not factorises:
             return None
+        # the GEMMs as before (all rows at once); then everything is (n, M, ...), the layout they
+        # produce (no transposing copies, argmaxes along contiguous rows), on blocks of rows whose
+        # temporaries stay in cache; (M, n) only at the end
         X1 = self.with_intercept(Z)
-        eta_open, eta_click, eta_conv, eta_unsub = (FactorGLM.predictors(X1, W) for W in draws)
-        M = eta_open.shape[0]
-        per_offer = expit(eta_click) * expit(eta_conv) * self._net_value(X1)[None]  # (M, n, O)
-        per_offer = np.where(o_ok[None], per_offer, -np.inf)
-        best_o = per_offer.argmax(axis=2)  # (M, n)
-        q = np.take_along_axis(per_offer, best_o[..., None], axis=2)  # (M, n, 1)
-        per_channel = self.channel_cost + self.reward_config.unsubscribe_penalty * expit(eta_unsub)  # (M, n, C)
+        etas = [FactorGLM.row_predictors(X1, W) for W in draws]
+        value = self._net_value(X1)
+        M = etas[0].shape[1]
+        step = max(1, _BLOCK_CELLS // (M * nc * ns))
+        if n <= step:
+            return self._best_arms_block(*etas, value, cs_ok, o_ok, eligible[:, :1]).T
+        best = np.empty((n, M), dtype=np.int64)
+        for lo in range(0, n, step):
+            sl = slice(lo, lo + step)
+            best[sl] = self._best_arms_block(*(e[sl] for e in etas), value[sl], cs_ok[sl], o_ok[sl],
+                                             eligible[sl, :1])
+        return best.T
+
+    def _best_arms_block(self, eta_open, eta_click, eta_conv, eta_unsub, value, cs_ok, o_ok, no_send_ok):
+        """(n, M) best arms of :meth:`best_arms_from` for n rows: linear predictors (n, M, cells),
+        net values (n, O), eligible (channel, slot) cells (n, C, S), offers (n, O) and no-send (n, 1)."""
+        nc, ns = len(self.arms.channels), len(self.arms.slots)
+        n, M = eta_open.shape[:2]
+        per_offer = expit(eta_click)
+        per_offer *= expit(eta_conv)
+        per_offer *= value[:, None, :]  # (n, M, O)
+        if not o_ok.all():
+            np.copyto(per_offer, -np.inf, where=~o_ok[:, None, :])
+        best_o = per_offer.argmax(axis=2)  # (n, M)
+        q = per_offer.max(axis=2)  # the value at best_o
+        per_channel = self.channel_cost + self.reward_config.unsubscribe_penalty * expit(eta_unsub)  # (n, M, C)
+        r = expit(eta_open).reshape(n, M, nc, ns)
         with np.errstate(invalid="ignore"):  # 0 * -inf only where no offer is eligible (masked next)
-            r = expit(eta_open).reshape(M, n, nc, ns) * q[..., None] - per_channel[..., None]
-        r = np.where(cs_ok[None], r, -np.inf).reshape(M, n, nc * ns)
+            r *= q[:, :, None, None]
+        r -= per_channel[..., None]
+        if not cs_ok.all():
+            np.copyto(r, -np.inf, where=~cs_ok[:, None])
+        r = r.reshape(n, M, nc * ns)
         best_cs = r.argmax(axis=2)
-        best_r = np.take_along_axis(r, best_cs[..., None], axis=2)[..., 0]
-        c, s = np.divmod(best_cs, ns)
-        arm = self.arms.index_of_levels(c, best_o, s)
-        send_ok = np.isfinite(best_r) & np.isfinite(q[..., 0])
+        best_r = r.max(axis=2)  # the value at best_cs (NaN only where q is -inf: no send then)
+        arm = self._tables()[0][best_cs] + best_o * ns  # index_of_levels(c, best_o, s)
+        send_ok = np.isfinite(best_r) & np.isfinite(q)
         # no-send (uplift 0) wins ties and whenever nothing to send beats it
-        return np.where(send_ok & (best_r > 0.0) | ~eligible[None, :, 0], arm, 0)
+        return np.where(send_ok & (best_r > 0.0) | ~no_send_ok, arm, 0)
 
     def sample_best_arms(self, Z: np.ndarray, eligible: np.ndarray, n_draws: int, rng: np.random.Generator,
                          scale: float = 1.0) -> np.ndarray | None:

@@ -144,7 +144,17 @@ class FactorGLM:
     # -- prediction -------------------------------------------------------------------------------------
     def linear_predictor(self, X1: np.ndarray) -> np.ndarray:
         """(n, n_cells) posterior-mean linear predictor of every cell."""
-        return X1 @ self.cell_weights(self.mean).T
+        return X1 @ self._mean_cell_weights().T
+
+    def _mean_cell_weights(self) -> np.ndarray:
+        """cell_weights(mean), computed once per posterior: ``mean`` is replaced, never modified in
+        place, by an update, so the cache is keyed on its identity (it holds a reference, so a new
+        array cannot reuse the address)."""
+        cached = self.__dict__.get("_mean_weights")
+        if cached is None or cached[0] is not self.mean:
+            cached = (self.mean, self.cell_weights(self.mean))
+            self._mean_weights = cached
+        return cached[1]
 
     def draw_cell_weights(self, n_draws: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
         """(n_draws, n_cells, d1) per-cell context weights of parameters drawn from the posterior
@@ -164,6 +174,12 @@ class FactorGLM:
         M, cells, d1 = W.shape
         out = X1 @ W.reshape(M * cells, d1).T
         return out.reshape(X1.shape[0], M, cells).transpose(1, 0, 2)
+
+    @staticmethod
+    def row_predictors(X1: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """:meth:`predictors` as (n, M, n_cells): the same GEMM, in the layout it produces."""
+        M, cells, d1 = W.shape
+        return (X1 @ W.reshape(M * cells, d1).T).reshape(X1.shape[0], M, cells)
 
     def sample_linear_predictors(self, X1: np.ndarray, n_draws: int, rng: np.random.Generator,
                                  scale: float = 1.0) -> np.ndarray:

@@ -191,3 +191,37 @@ def test_online_weight_tempers_every_update_after_the_warm_start():
         moved[weight] = np.abs(p.model_.open.mean[0] - warm_means[weight][0])  # the intercept
     assert np.allclose(warm_means[0.25], warm_means[1.0])  # the warm start is not tempered
     assert moved[0.25] < 0.6 * moved[1.0], moved
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 9])
+def test_the_mapping_path_equals_the_frame_path_bit_for_bit(monkeypatch, n):
+    """The serving path (a mapping of arrays, gathered once, filled once, in blocks of customers)
+    gives the same bits as the frame path, NaN, infinities and signed zeros included, in a
+    C-contiguous (n, d) matrix."""
+    monkeypatch.setattr(pc, "_BLOCK", 4)  # several blocks of customers
+    rng = np.random.default_rng(n)
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e308, -1e308, 0.53, 0.85, 1.0, 24.0])
+    feats = {}
+    for name in pc._IN_NAMES:
+        v = rng.normal(0, 1, n) * rng.choice([1.0, 30.0, 1000.0])
+        hit = rng.random(n) < 0.3
+        v[hit] = rng.choice(specials, int(hit.sum()))
+        feats[name] = v
+    feats["orders_90d"] = rng.integers(0, 5, n)  # an int column
+    with np.errstate(all="ignore"):
+        fast = context_matrix(feats)
+        ref = context_matrix(pd.DataFrame(feats))
+    assert fast.shape == (n, len(CONTEXT_COLUMNS)) and fast.flags.c_contiguous
+    assert np.array_equal(fast.view(np.uint64), ref.view(np.uint64))
+
+
+def test_one_customer_kappa_equals_the_vector_path():
+    """A single customer's concentration evaluates only its branch: the same bits as the vector
+    path, on every branch and at the branch boundaries."""
+    rng = np.random.default_rng(0)
+    r = np.concatenate([rng.random(3000), [0.0, -0.0, 0.53, np.nextafter(0.53, 0), 0.85, np.nextafter(0.85, 0),
+                                          1.0 - 1e-9, 1.0, 2.0, -1.0, np.inf, -np.inf]])
+    vector = pc._kappa(r)
+    one = np.concatenate([pc._kappa(r[i:i + 1]) for i in range(len(r))])
+    assert np.array_equal(one.view(np.uint64), vector.view(np.uint64))
+    assert (vector == kappa_from_resultant(r)).all()

@@ -266,3 +266,60 @@ def test_funnel_fast_argmax_equals_the_full_one():
     assert fast is not None and np.array_equal(fast, slow)
     E[0, 5] = not E[0, 5]  # no longer factorises
     assert policy.model_.sample_best_arms(Z, E, 8, np.random.default_rng(5)) is None
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_rows_with_one_eligible_arm_get_exactly_what_the_model_path_gives(case):
+    """A call whose every row allows one arm answers without the reward model (a single decide
+    mostly is such a row): the same numbers as normalising the model's preferences."""
+    from policies.base import _normalise
+
+    cls, params = case
+    X, _ = _problem(300, seed=4)
+    policy = cls(ARMS, seed=7, **params)
+    a = np.random.default_rng(3).integers(0, ARMS.n_arms, 300)
+    r, fb = SyntheticFunnel(ARMS, X, seed=2).feedback(np.arange(300), a)
+    policy.fit(X, a, r, propensities=np.full(300, 1.0 / ARMS.n_arms), feedback=fb)
+    rng = np.random.default_rng(5)
+    for n in (1, 1, 7):
+        E = np.zeros((n, ARMS.n_arms), dtype=bool)
+        E[np.arange(n), rng.integers(0, ARMS.n_arms, n)] = True
+        x = X[rng.integers(0, 300, n)]
+        Z = policy._prepare(x, "test")
+        pref = policy._preferences(Z, E, None) if policy.learns else None
+        full = _normalise(pref, E, policy._exploration_share())
+        dist = policy.distribution(x, E)
+        assert np.array_equal(dist, full) and np.array_equal(dist, E.astype(float))
+
+
+def test_blocked_fast_argmax_and_normalisation_equal_the_unblocked_ones(monkeypatch):
+    """best_arms_from and the normalisation work on blocks of rows (temporaries in cache): the
+    same arms and the same bits as one block of every row."""
+    import policies.base as base
+    import policies.funnel as funnel
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 3))
+    a = rng.integers(0, ARMS.n_arms, 2000)
+    r, fb = SyntheticFunnel(ARMS, X, seed=2).feedback(np.arange(2000), a)
+    policy = make_policy("thompson", ARMS, ridge=1.0, level_ridge=1.0, offer_ridge=1.0).fit(X, a, r, feedback=fb)
+    nc, no, ns = len(ARMS.channels), len(ARMS.offers), len(ARMS.slots)
+    E = np.ones((700, ARMS.n_arms), dtype=bool)
+    E[:, 1:] = ((rng.random((700, nc, 1, ns)) < 0.6) & (rng.random((700, 1, no, 1)) < 0.7)).reshape(700, -1)
+    E[::3, 0] = False
+    E[~E.any(axis=1), 0] = True
+    Z = (X[:700] - policy.center_) / policy.scale_
+    draws = policy._draws()
+    one_block = policy.model_.best_arms_from(Z, E, draws)
+    dist = policy.distribution(X[:700], E)
+    for i in range(0, 700, 37):  # one customer (its own factorisation check): the same arms
+        assert np.array_equal(policy.model_.best_arms_from(Z[i:i + 1], E[i:i + 1], draws), one_block[:, i:i + 1])
+    odd = E[:1].copy()
+    odd[0, 1:] = False
+    odd[0, [1, 1 + ns + 1]] = True  # (sms, offer 0, slot 0), (sms, offer 1, slot 1), (email, offer 0, slot 0):
+    odd[0, 1 + ns * no] = True  # 3 cells, 2 offers, 3 arms: not their product
+    assert policy.model_.best_arms_from(Z[:1], odd, draws) is None
+    monkeypatch.setattr(funnel, "_BLOCK_CELLS", 3 * nc * ns * policy.n_draws)  # 3 rows a block
+    monkeypatch.setattr(base, "_NORMALISE_ROWS", 64)
+    assert np.array_equal(policy.model_.best_arms_from(Z, E, draws), one_block)
+    assert np.array_equal(policy.distribution(X[:700], E).view(np.uint64), dist.view(np.uint64))
