@@ -18,9 +18,13 @@ After sampling, :meth:`Guardrails.settle` releases the reservations the chosen a
 No-send is always eligible.
 
 Speed (one request of the decision service is a batch of one): what depends only on the arm space
-and the config is planned once per Guardrails (``_ArmPlan``); the send-time grid of a time zone is
-memoised per UTC quarter hour (exact, see ``_zone_times``); frequency caps return at once without
-relevant sends; a few customers or time zones are matched without building pandas objects.
+and the config is planned once per Guardrails (``_ArmPlan``); holdout, consent, reachability, quiet
+hours and offer eligibility are computed once per profile (their flags) and gathered
+(``_profile_rows``); the send-time grid of a time zone is memoised per UTC quarter hour (exact, see
+``_zone_times``); frequency caps count per (channel, slot) cell for all caps at once, only for
+customers with sends; budgets rank customers only when they cannot all be served; a few customers
+or time zones are matched without building pandas objects. tests/policies/test_guardrail_reference.py
+holds the straightforward version as the reference.
 """
 
 from __future__ import annotations
@@ -196,6 +200,8 @@ def quarter_stable(zone: str, end_ns: int) -> bool:
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, Sequence]:
     """pd.factorize of a few strings without pandas (same codes, uniques in order of appearance)."""
+    if len(values) == 1 and isinstance(values[0], str):  # one decision
+        return np.zeros(1, dtype=np.int64), [values[0]]
     if len(values) <= 64 and all(isinstance(v, str) for v in values):
         seen: dict[str, int] = {}
         codes = np.fromiter((seen.setdefault(v, len(seen)) for v in values), dtype=np.int64,
@@ -208,11 +214,11 @@ def _factorize(values: np.ndarray) -> tuple[np.ndarray, Sequence]:
 class SendHistory:
     """Previous sends, indexed once for frequency caps (so a day's batches share the work).
 
-    customers: (u,) unique customer ids; code: (r,) row -> index into ``customers``; channel:
-    (r,) index into core.types.CHANNELS; send_at: (r,) int64 ns UTC.
+    customers: (u,) unique customer ids (a pd.Index or an object array); code: (r,) row -> index
+    into ``customers``; channel: (r,) index into core.types.CHANNELS; send_at: (r,) int64 ns UTC.
     """
 
-    customers: pd.Index
+    customers: pd.Index | np.ndarray
     code: np.ndarray
     channel: np.ndarray
     send_at: np.ndarray
@@ -327,6 +333,7 @@ class Guardrails:
         self._holdout_cache: dict[str, bool] = {}
         self._times_cache: dict[tuple[str, int], np.ndarray] = {}  # (zone, UTC quarter end) -> (C, S)
         self._exact_cache: dict[tuple[int, str], np.ndarray] = {}  # (instant, zone) -> (C, S)
+        self._profile_cache: dict[int, tuple[np.ndarray, ...]] = {}  # profile key -> mask, acted, cells rows
         self._plan = _ArmPlan.build(self)
 
     # -- static plans ----------------------------------------------------------------------------
@@ -396,11 +403,13 @@ class Guardrails:
     def _holdout(self, customer_ids: np.ndarray) -> np.ndarray:
         """Holdout membership, memoised per customer (the hash never changes for a config)."""
         cache = self._holdout_cache
-        missing = [c for c in dict.fromkeys(customer_ids) if c not in cache]
-        if missing:
+        got = list(map(cache.get, customer_ids))
+        if None in got:
+            missing = list(dict.fromkeys(c for c, v in zip(customer_ids, got, strict=True) if v is None))
             cache.update(zip(missing, holdout_mask(missing, self.config.holdout_share, self.config.holdout_salt),
                              strict=True))
-        return np.fromiter((cache[c] for c in customer_ids), dtype=bool, count=len(customer_ids))
+            got = list(map(cache.__getitem__, customer_ids))
+        return np.array(got, dtype=bool).reshape(len(customer_ids))
 
     @property
     def hour_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -442,88 +451,139 @@ class Guardrails:
             raise InputError("decided_at must carry a time zone (UTC)")
         a, cfg, plan = self.arms, self.config, self._plan
         n, K = len(audience), a.n_arms
-        send = plan.send
-        mask = np.ones((n, K), dtype=bool)
-        acted = np.zeros((n, len(self.names)), dtype=bool)
-        col = plan.col
-
-        def remove(name: str, blocked: np.ndarray, rows: np.ndarray | None = None) -> None:
-            """blocked: (n, K) bool, never on no-send; or (len(rows), K) for those rows only."""
-            if rows is None:
-                hit = (mask & blocked).any(axis=1)
-                acted[:, col[name]] |= hit
-                mask[blocked] = False
-                return
-            sub = mask[rows]
-            acted[rows, col[name]] |= (sub & blocked).any(axis=1)
-            sub[blocked] = False
-            mask[rows] = sub
-
-        # holdout
         holdout = self._holdout(audience.customer_id)
-        remove("holdout", holdout[:, None] & send[None, :])
-        # consent and reachability: (n, 4) -> (n, K)
-        if cfg.require_consent:
-            remove("consent", ~audience.consent[:, plan.safe_ch] & send[None, :])
-        if cfg.require_reachable:
-            remove("reachability", ~audience.reachable[:, plan.safe_ch] & send[None, :])
-        # quiet hours: same plan for every customer (local time)
-        remove("quiet_hours", np.broadcast_to(plan.arm_removed, (n, K)))
-        acted[:, col["quiet_hours"]] |= (mask & plan.moved[None, :]).any(axis=1)
-        # offer eligibility
-        if cfg.require_category_interest and plan.cat_offers:
-            blocked = np.zeros((n, K), dtype=bool)
-            for arms_o, cat in plan.cat_offers:
-                if audience.category_interest is None or cat not in CATEGORIES:
-                    ok = np.zeros(n, dtype=bool)
-                else:
-                    ok = audience.category_interest[:, CATEGORIES.index(cat)]
-                blocked |= (~ok)[:, None] & arms_o[None, :]
-            remove("offer_eligibility", blocked)
-        # send times of every (customer, channel level, slot level)
+        # holdout, consent, reachability, quiet hours, offer eligibility: planned per profile
+        mask, acted, cells, profile = self._profile_rows(audience, holdout)
+        # send times of every (customer, arm): one row per time zone, then one gather
         C, S = len(a.channels), len(a.slots)
         tz_code, zones = _factorize(audience.timezone)
         now_utc = pd.Timestamp(decided_at).tz_convert("UTC")
-        if len(zones) == 1:
-            times = np.broadcast_to(self._zone_times(now_utc, zones[0]), (n, C, S))
-        else:
-            per_zone = np.empty((len(zones), C, S), dtype="datetime64[ns]")
-            for zi, zone in enumerate(zones):
-                per_zone[zi] = self._zone_times(now_utc, zone)
-            times = per_zone[tz_code] if n else np.empty((0, C, S), dtype="datetime64[ns]")
-        send_at = np.empty((n, K), dtype="datetime64[ns]")
-        now64 = np.datetime64(now_utc.tz_localize(None).as_unit("ns"))
-        send_at[:, ~send] = now64
-        send_at[:, send] = times[:, plan.cl_send, plan.sl_send]
+        grids = np.empty((len(zones), C, S), dtype="datetime64[ns]")
+        for zi, zone in enumerate(zones):
+            grids[zi] = self._zone_times(now_utc, zone)
+        per_zone = np.empty((len(zones), K), dtype="datetime64[ns]")
+        per_zone[:, plan.no_send_idx] = np.datetime64(now_utc.value, "ns")
+        per_zone[:, plan.send_idx] = grids.reshape(len(zones), C * S)[:, plan.cell_send]
+        send_at = per_zone if n == 1 else per_zone[tz_code]
         # frequency caps over sliding windows
-        if cfg.frequency_caps:
-            self._caps(audience, recent_sends, times, mask, remove)
+        if plan.caps:
+            self._caps(audience, recent_sends, grids.reshape(len(zones), C * S).view(np.int64), tz_code,
+                       mask, acted, cells, profile)
         # budgets: coupon inventory, then SMS spend
         reservations: list[_Reservation] = []
         day = now_utc.date().isoformat()
-        order = None
-        for o, limit, arms_o in plan.inventory:
-            order = _priority(audience.customer_id, day) if order is None else order
-            res = self._reserve(self.coupon_key(o), float(limit), 1.0, arms_o, mask, order, reserve)
-            remove("coupon_inventory", (~res.granted)[:, None] & arms_o[None, :])
+        for o, limit, arms_o, idx_o in plan.inventory:
+            res = self._reserve(self.coupon_key(o), float(limit), 1.0, arms_o, idx_o, mask, acted,
+                                plan.col["coupon_inventory"], audience.customer_id, day, reserve)
             if reserve:
                 reservations.append(res)
         if plan.sms is not None:
-            arms_sms, unit = plan.sms
-            order = _priority(audience.customer_id, day) if order is None else order
-            res = self._reserve(f"sms_spend:{day}", float(cfg.sms_daily_budget), unit,
-                                arms_sms, mask, order, reserve)
-            remove("sms_budget", (~res.granted)[:, None] & arms_sms[None, :])
+            arms_sms, idx_sms, unit = plan.sms
+            res = self._reserve(f"sms_spend:{day}", float(cfg.sms_daily_budget), unit, arms_sms, idx_sms,
+                                mask, acted, plan.col["sms_budget"], audience.customer_id, day, reserve)
             if reserve:
                 reservations.append(res)
         mask[:, NO_SEND_INDEX] = True
-        send_hour = np.broadcast_to(plan.arm_hour8, (n, K)).copy()
+        send_hour = plan.arm_hour8[None, :].repeat(n, axis=0)
         return Eligibility(
             decided_at=decided_at, mask=mask, send_at=send_at, send_hour=send_hour,
             holdout=holdout, acted=acted, names=self.names, reservations=reservations,
         )
 
-    def _caps(self, audience, recent_sends, times, mask, remove) -> None:
+    def _profile_rows(self, audience: Audience, holdout: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(n, K) mask and (n, G) acted after holdout, consent, reachability, quiet hours and offer
+        eligibility; and (u, U) whether a cell of the send arms still has an allowed arm per distinct
+        profile, with (n,) each customer's profile.
+
+        These guardrails depend on a customer only through a few flags (holdout, consent and
+        reachability per channel, interest per category when an offer needs it), so the rows of each
+        combination (profile) are computed once (``_profile_table``) and memoised per Guardrails
+        (its config and arms are fixed); a batch is then one gather, whatever its size."""
+        plan, n = self._plan, len(audience)
+        parts = [holdout[:, None], audience.consent, audience.reachable]
+        if plan.uses_interest and audience.category_interest is not None:
+            parts.append(audience.category_interest)  # unknown interest: the same as none (no bits)
+        flags = np.concatenate(parts, axis=1)
+        keys = flags @ plan.flag_weights[: flags.shape[1]]
+        if n == 1:
+            uniq, inv = keys.tolist(), None
+        else:
+            u, inv = np.unique(keys, return_inverse=True)
+            uniq = u.tolist()
+        cache = self._profile_cache
+        got = {k: cache.get(k) for k in uniq}
+        missing = [k for k, v in got.items() if v is None]
+        if missing:
+            m_mask, m_acted = self._profile_table(np.asarray(missing, dtype=np.int64))
+            # and per cell of the send arms: whether one of its arms is still allowed (for the caps)
+            m_cells = (m_mask[:, plan.send_idx].astype(np.float32) @ plan.cell_onehot) > 0
+            new = {k: (m_mask[i], m_acted[i], m_cells[i]) for i, k in enumerate(missing)}
+            got.update(new)
+            if len(cache) + len(new) > 1 << 16:
+                cache.clear()
+            cache.update(new)
+        table = np.array([got[k][0] for k in uniq], dtype=bool).reshape(len(uniq), self.arms.n_arms)
+        cells = np.array([got[k][2] for k in uniq], dtype=bool).reshape(len(uniq), len(plan.cells))
+        acted = np.zeros((n, len(self.names)), dtype=bool)
+        if n == 1:
+            acted[0, :_STATIC] = got[uniq[0]][1]
+            return table, acted, cells, np.zeros(1, dtype=np.intp)
+        acted[:, :_STATIC] = np.array([got[k][1] for k in uniq], dtype=bool).reshape(len(uniq), _STATIC)[inv]
+        return table[inv], acted, cells, inv
+
+    def _profile_table(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(m, K) mask and (m, 5) acted of holdout, consent, reachability, quiet hours and offer
+        eligibility for m profile keys (bit 0 holdout, 1-4 consent, 5-8 reachability per channel,
+        then interest per category), in the order the guardrails apply."""
+        a, cfg, plan = self.arms, self.config, self._plan
+        m, K = len(keys), a.n_arms
+        bits = ((keys[:, None] >> np.arange(len(plan.flag_weights))) & 1).astype(bool)
+        holdout, consent, reachable, interest = bits[:, 0], bits[:, 1:5], bits[:, 5:9], bits[:, 9:]
+        send = plan.send
+        mask = np.ones((m, K), dtype=bool)
+        acted = np.zeros((m, _STATIC), dtype=bool)
+
+        def remove(j: int, blocked: np.ndarray) -> None:
+            """blocked: (m, K) bool, never on no-send."""
+            acted[:, j] |= (mask & blocked).any(axis=1)
+            mask[blocked] = False
+
+        remove(0, holdout[:, None] & send[None, :])
+        # consent and reachability: (m, 4) -> (m, K)
+        if cfg.require_consent:
+            remove(1, ~consent[:, plan.safe_ch] & send[None, :])
+        if cfg.require_reachable:
+            remove(2, ~reachable[:, plan.safe_ch] & send[None, :])
+        # quiet hours: same plan for every customer (local time)
+        remove(3, np.broadcast_to(plan.arm_removed, (m, K)))
+        acted[:, 3] |= (mask & plan.moved[None, :]).any(axis=1)
+        # offer eligibility (no interest bits: interest unknown, so no category-specific offer)
+        if cfg.require_category_interest and plan.cat_offers:
+            blocked = np.zeros((m, K), dtype=bool)
+            for arms_o, cat in plan.cat_offers:
+                if not plan.uses_interest or cat not in CATEGORIES:
+                    ok = np.zeros(m, dtype=bool)
+                else:
+                    ok = interest[:, CATEGORIES.index(cat)]
+                blocked |= (~ok)[:, None] & arms_o[None, :]
+            remove(4, blocked)
+        return mask, acted
+
+    def _caps(self, audience, recent_sends, grid_ns: np.ndarray, tz_code: np.ndarray, mask: np.ndarray,
+              acted: np.ndarray, cells: np.ndarray, profile: np.ndarray) -> None:
+        """Frequency caps, in their order. grid_ns: (Z, C*S) int64 candidate send times per time
+        zone; tz_code: (n,) zone of each customer; cells, profile: which cells of the send arms each
+        customer has an allowed arm in (as ``mask`` says: the caps are the first guardrail after the
+        profile's), per profile and each customer's profile.
+
+        A send at t shares a sliding window of length w with a candidate at s when |t - s| < w
+        (sends already scheduled later than s count too: the window ending at them would contain
+        the candidate); a cap is full at s when those sends reach its maximum. Every send arm of a
+        (channel, slot) cell has the same candidate time, so the counts of all caps are computed
+        at once per cell, only for customers with a send (the others count zero: only a cap of
+        max_sends 0 can act on them). The caps apply in order, each to what the ones before left:
+        a cap removes the cells it is the first full cap of, and acted where such a cell still had
+        an allowed arm."""
         plan, n = self._plan, len(audience)
         hist = recent_sends if isinstance(recent_sends, SendHistory) else SendHistory.from_frame(recent_sends)
         if len(hist) == 0 and plan.caps_min_sends >= 1:
@@ -531,57 +591,93 @@ class Guardrails:
         ci = _batch_rows(audience.customer_id, hist)
         keep = ci >= 0
         ci, rch, rt = ci[keep], hist.channel[keep], hist.send_at[keep]
-        if not len(ci) and plan.caps_min_sends >= 1:
+        if (not len(ci) and plan.caps_min_sends >= 1) or not n:
             return  # none of the history's sends is by a customer of this batch
-        C, S = times.shape[1], times.shape[2]
-        if not n:
-            return
-        t_ns = times.view(np.int64)
-        lo, hi = int(t_ns.min()), int(t_ns.max())  # the candidates' send times
-        send_arms = np.flatnonzero(plan.send)
-        local = np.full(n, -1, dtype=np.int64)
-        for name, window, channel, arms_cap, max_sends in plan.caps:
-            # only customers with one of the cap's arms still allowed can be capped by it (most of
-            # an audience has none left after consent, reachability and the caps before), and only
-            # sends within a window of some candidate's time count: the counts are computed for
-            # those alone, with the same result
-            live = np.flatnonzero(mask[:, arms_cap].any(axis=1))
-            if not len(live):
-                continue
-            m = len(live)
-            local[:] = -1
-            local[live] = np.arange(m)
-            sel = (local[ci] >= 0) & (rt > lo - window) & (rt < hi + window)
-            if channel is not None:
-                sel &= rch == channel
-            c_i, t_i = ci[sel], rt[sel]
-            if not len(c_i) and max_sends >= 1:
-                continue  # no send on the cap's channel(s) near the candidates: it cannot be full
-            counts = np.zeros(m * C * S, dtype=np.int64)
-            if len(c_i):
-                # a send at t shares a sliding window with a candidate at s when |t - s| < window
-                # (sends already scheduled later than s count too: the window ending at them would
-                # contain the candidate)
-                s_c = t_ns[c_i].reshape(len(c_i), C * S)  # (R, C*S)
-                inside = (t_i[:, None] > s_c - window) & (t_i[:, None] < s_c + window)
-                cell = local[c_i][:, None] * (C * S) + np.arange(C * S)
-                counts = np.bincount(cell[inside], minlength=m * C * S)
-            full = (counts >= max_sends).reshape(m, C, S)
-            blocked = np.zeros((m, self.arms.n_arms), dtype=bool)
-            blocked[:, send_arms] = full[:, plan.cl_send, plan.sl_send]
-            remove(name, blocked & arms_cap[None, :], live)
-
-    def _reserve(self, key, limit, unit, arms_b, mask, order, reserve) -> _Reservation:
-        n = mask.shape[0]
-        wants = (mask & arms_b[None, :]).any(axis=1)
-        granted = np.zeros(n, dtype=bool)
-        ranked = order[wants[order]]
-        if reserve:
-            k = self.ledger.reserve(key, limit, unit, len(ranked))
+        grid_ns = grid_ns[:, plan.cells]  # (Z, U) the cells of the send arms
+        if len(ci) > 64:  # a long history: first drop the sends no window of any candidate reaches
+            reach = plan.caps_max_window
+            near = (rt > int(grid_ns.min()) - reach) & (rt < int(grid_ns.max()) + reach)
+            ci, rch, rt = ci[near], rch[near], rt[near]
+        if plan.caps_min_sends >= 1:
+            if not len(ci):
+                return
+            has = np.zeros(n, dtype=bool)
+            has[ci] = True
         else:
-            k = min(len(ranked), int((self.ledger.remaining(key, limit) + 1e-9) // unit)) if unit > 0 \
-                else len(ranked)
-        granted[ranked[:k]] = True
+            has = np.ones(n, dtype=bool)
+        if n > 64:  # in an audience, only customers with an allowed send arm left can lose one
+            has &= cells.any(axis=1)[profile]
+            theirs = has[ci]
+            if not theirs.all():
+                ci, rch, rt = ci[theirs], rch[theirs], rt[theirs]
+        rows = np.flatnonzero(has)
+        P, r, U = len(plan.caps), len(rows), grid_ns.shape[1]
+        if not r:
+            return
+        if not len(ci):
+            counts = np.zeros((r, P, U), dtype=np.uint8)
+        else:
+            dist = np.abs(grid_ns[tz_code[ci]] - rt[:, None])  # (R, U)
+            sel = (dist[:, None, :] < plan.cap_window3) & plan.cap_channel_ok[rch][:, :, None]  # (R, P, U)
+            if r == 1:  # one customer: every send is theirs
+                counts = np.zeros((r, P, U), dtype=np.uint8 if len(ci) < 256 else np.int64)
+                counts[0] = sel.sum(axis=0)
+            else:
+                # a customer's k-th sends, for k = 0, 1, ...: one scatter per rank, no customer twice in it
+                loc = (np.cumsum(has) - 1)[ci]
+                order = np.argsort(loc, kind="stable")
+                loc = loc[order]
+                start = np.flatnonzero(np.concatenate(([True], loc[1:] != loc[:-1])))
+                rank = np.arange(len(loc)) - np.repeat(start, np.diff(np.append(start, len(loc))))
+                by_rank = np.argsort(rank, kind="stable")
+                bounds = np.cumsum(np.bincount(rank))
+                # a count never exceeds the customer's number of sends: bytes while that is below 256
+                counts = np.zeros((r, P, U), dtype=np.uint8 if len(bounds) < 256 else np.int64)
+                for lo, hi in zip(np.r_[0, bounds[:-1]].tolist(), bounds.tolist(), strict=True):
+                    k = by_rank[lo:hi]
+                    counts[loc[k]] += sel[order[k]]
+        full = counts >= plan.cap_max3
+        full &= plan.cap_cell3  # (r, P, U): the cap is full at that cell and applies to it
+        blocked = np.zeros((r, U + 1), dtype=bool)  # (r, U + 1): some cap removes the cell
+        np.any(full, axis=1, out=blocked[:, :U])
+        live = blocked.any(axis=1)
+        if not live.all():
+            rows, full, blocked = rows[live], full[live], blocked[live]
+            if not len(rows):
+                return
+        allowed = cells[profile[rows]]  # (r, U) cells with an allowed arm
+        first = np.argmax(full, axis=1)  # (r, U) the first cap full at the cell
+        hits = ((first == plan.cap_index3) & (allowed & blocked[:, :U])).any(axis=2)  # (P, r)
+        if plan.cap_cols_unique:
+            acted[rows[:, None], plan.cap_cols] |= hits.T
+        else:
+            for p, j in enumerate(plan.cap_cols):
+                acted[rows, j] |= hits[p]
+        mask[rows] &= ~blocked[:, plan.cell_of_arm]  # (no-send: the always False last column)
+
+    def _reserve(self, key, limit, unit, arms_b, idx_b, mask, acted, col, customer_ids, day,
+                 reserve) -> _Reservation:
+        """Reserve one unit per customer still allowed an arm of the budget (``idx_b``), in the
+        day's priority order when the budget cannot cover them all; the others lose those arms."""
+        n = mask.shape[0]
+        wants = mask[:, idx_b].any(axis=1)
+        count = int(np.count_nonzero(wants))
+        if reserve:
+            k = self.ledger.reserve(key, limit, unit, count)
+        else:
+            k = min(count, int((self.ledger.remaining(key, limit) + 1e-9) // unit)) if unit > 0 else count
+        if k >= count:  # everyone who wants one gets one: the order does not matter
+            granted = wants
+        else:
+            granted = np.zeros(n, dtype=bool)
+            if k > 0:
+                # the first k wanting customers of the day's priority order (the relative order of a
+                # subset in a stable sort is the stable sort of the subset)
+                who = np.flatnonzero(wants)
+                granted[who[_priority(customer_ids[who], day)[:k]]] = True
+            denied = np.flatnonzero(wants & ~granted)
+            acted[denied, col] = True
+            mask[np.ix_(denied, idx_b)] = False
         return _Reservation(key=key, unit=unit, granted=granted, arms=arms_b)
 
     def settle(self, eligibility: Eligibility, chosen: np.ndarray) -> dict[str, float]:
@@ -606,6 +702,9 @@ def _batch_rows(customer_id: np.ndarray, hist: SendHistory) -> np.ndarray:
     if not len(hist):
         return np.zeros(0, dtype=np.int64)
     n = len(customer_id)
+    if n == len(hist.customers) and n > 64 \
+            and np.array_equal(np.asarray(hist.customers, dtype=object), customer_id):
+        return hist.code  # the history was indexed by this batch's customers (the decision service)
     if n <= 64 and len(hist.customers) <= 64:
         rows = {c: i for i, c in enumerate(customer_id)}
         if len(rows) == n:  # unique ids (pandas' get_indexer would refuse duplicates)
@@ -616,23 +715,43 @@ def _batch_rows(customer_id: np.ndarray, hist: SendHistory) -> np.ndarray:
     return pos[hist.code]
 
 
+_STATIC = 5  # holdout, consent, reachability, quiet_hours, offer_eligibility: the first guardrail names
+
+
 @dataclass(frozen=True, eq=False)
 class _ArmPlan:
     """What apply needs of the arm space and the config, computed once per Guardrails."""
 
     col: dict[str, int]
     send: np.ndarray  # (K,) bool
+    send_idx: np.ndarray  # (K_send,) the send arms; no_send_idx the others
+    no_send_idx: np.ndarray
     cl_send: np.ndarray  # channel / slot level of the send arms
     sl_send: np.ndarray
+    cell_send: np.ndarray  # (K_send,) their cell of a flattened (C, S) grid
     safe_ch: np.ndarray  # (K,) index into CHANNELS (0 for no-send)
     arm_hour8: np.ndarray  # (K,) int8 local hour a send goes out at, -1 for no-send
     arm_removed: np.ndarray  # (K,) bool removed by quiet hours
     moved: np.ndarray  # (K,) bool moved by quiet hours
     cat_offers: list[tuple[np.ndarray, str]]  # (arms of the offer, its category)
-    inventory: list[tuple[str, int, np.ndarray]]  # (offer, limit, its arms)
-    sms: tuple[np.ndarray, float] | None  # (SMS arms, unit cost) when the SMS budget applies
+    uses_interest: bool  # offer eligibility reads the category interest
+    flag_weights: np.ndarray  # (F,) int64 powers of two: a customer's profile flags -> its key
+    inventory: list[tuple[str, int, np.ndarray, np.ndarray]]  # (offer, limit, its arms, their indices)
+    sms: tuple[np.ndarray, np.ndarray, float] | None  # (SMS arms, their indices, unit cost) if budgeted
     caps: list[tuple[str, int, int | None, np.ndarray, int]]  # (name, window ns, channel, arms, max)
     caps_min_sends: int
+    caps_max_window: int  # ns
+    cap_channel_ok: np.ndarray  # (len(CHANNELS), P) bool: the cap counts sends of that channel
+    cells: np.ndarray  # (U,) the distinct (channel, slot) cells of the send arms, flattened (C, S)
+    cell_of_send: np.ndarray  # (K_send,) each send arm's position in ``cells``
+    cell_onehot: np.ndarray  # (K_send, U) float32: 1 where the send arm is of the cell
+    cell_of_arm: np.ndarray  # (K,) each arm's position in ``cells``, U for no-send
+    cap_window3: np.ndarray  # (1, P, 1) window (ns); cap_max3 (1, P, 1); cap_index3 (P, 1, 1)
+    cap_max3: np.ndarray
+    cap_index3: np.ndarray
+    cap_cell3: np.ndarray  # (1, P, U) bool: the cap applies to the send arms of that cell
+    cap_cols: np.ndarray  # (P,) column of acted
+    cap_cols_unique: bool
 
     @classmethod
     def build(cls, g: Guardrails) -> _ArmPlan:
@@ -643,13 +762,15 @@ class _ArmPlan:
         arm_hour = np.where(send, hour_plan[np.maximum(cl, 0), np.maximum(sl, 0)], -1)
         arm_shift = np.where(send, shift_plan[np.maximum(cl, 0), np.maximum(sl, 0)], 0)
         cat_offers = [(a.arms_where(offer=o), g.catalog[o].category) for o in a.offers if g.catalog[o].category]
-        inventory = [(o, lim, a.arms_where(offer=o)) for o in a.offers
-                     if (lim := g.inventory_limit(o)) is not None]
+        uses_interest = bool(cfg.require_category_interest and cat_offers)
+        inventory = [(o, lim, arms_o, np.flatnonzero(arms_o)) for o in a.offers
+                     if (lim := g.inventory_limit(o)) is not None for arms_o in [a.arms_where(offer=o)]]
         sms = None
         if cfg.sms_daily_budget is not None and Channel.SMS in a.channels:
             unit = float(g.reward_config.channel_cost.get(Channel.SMS, 0.0))
             if unit > 0:
-                sms = (a.arms_where(channel=Channel.SMS), unit)
+                arms_sms = a.arms_where(channel=Channel.SMS)
+                sms = (arms_sms, np.flatnonzero(arms_sms), unit)
         caps = []
         for cap in cfg.frequency_caps:
             if cap.channel is not None and Channel(cap.channel) not in a.channels:
@@ -657,15 +778,46 @@ class _ArmPlan:
             caps.append((f"{cap.name}:{cap.window_hours:g}h", int(round(cap.window_hours * 3600e9)),
                          None if cap.channel is None else CHANNELS.index(Channel(cap.channel)),
                          send if cap.channel is None else a.arms_where(channel=cap.channel), int(cap.max_sends)))
+        col = {name: i for i, name in enumerate(g.names)}
+        send_idx = np.flatnonzero(send)
+        channel_ok = np.zeros((len(caps), len(CHANNELS)), dtype=bool)
+        for p, c in enumerate(caps):
+            channel_ok[p, :] = c[2] is None
+            if c[2] is not None:
+                channel_ok[p, c[2]] = True
+        cap_cols = np.array([col[c[0]] for c in caps], dtype=np.int64)
+        cell_send = cl[send] * len(a.slots) + sl[send]
+        cells, cell_of_send = np.unique(cell_send, return_inverse=True)
+        cell_of_arm = np.full(a.n_arms, len(cells), dtype=np.int64)
+        cell_of_arm[send_idx] = cell_of_send
+        cap_cell = np.zeros((len(caps), len(cells)), dtype=bool)  # every arm of a cell has one channel
+        for p, c in enumerate(caps):
+            cap_cell[p, cell_of_send[c[3][send_idx]]] = True
+            if not np.array_equal(cap_cell[p, cell_of_send], c[3][send_idx]):
+                raise AssertionError(f"the arms of cap {c[0]} are not whole (channel, slot) cells")
         return cls(
-            col={name: i for i, name in enumerate(g.names)},
-            send=send, cl_send=cl[send], sl_send=sl[send],
+            col=col,
+            send=send, send_idx=send_idx, no_send_idx=np.flatnonzero(~send),
+            cl_send=cl[send], sl_send=sl[send], cell_send=cell_send,
             safe_ch=np.where(send, a.channel.astype(np.int64), 0),
             arm_hour8=arm_hour.astype(np.int8),
             arm_removed=send & removed_plan[np.maximum(cl, 0), np.maximum(sl, 0)],
             moved=send & (arm_shift > 0),
-            cat_offers=cat_offers, inventory=inventory, sms=sms, caps=caps,
+            cat_offers=cat_offers, uses_interest=uses_interest,
+            flag_weights=np.left_shift(1, np.arange(1 + 2 * len(CHANNELS) + (len(CATEGORIES) if uses_interest
+                                                                             else 0)), dtype=np.int64),
+            inventory=inventory, sms=sms, caps=caps,
             caps_min_sends=min((c[4] for c in caps), default=1),
+            caps_max_window=max((c[1] for c in caps), default=0),
+            cap_channel_ok=np.ascontiguousarray(channel_ok.T),
+            cells=cells, cell_of_send=cell_of_send,
+            cell_of_arm=cell_of_arm,
+            cell_onehot=(cell_of_send[:, None] == np.arange(len(cells))[None, :]).astype(np.float32),
+            cap_window3=np.array([c[1] for c in caps], dtype=np.int64).reshape(1, -1, 1),
+            cap_max3=np.array([c[4] for c in caps], dtype=np.int64).reshape(1, -1, 1),
+            cap_index3=np.arange(len(caps)).reshape(-1, 1, 1),
+            cap_cell3=cap_cell.reshape(1, len(caps), len(cells)),
+            cap_cols=cap_cols, cap_cols_unique=len(set(cap_cols.tolist())) == len(cap_cols),
         )
 
 

@@ -73,6 +73,10 @@ def test_send_index_finds_every_send_of_the_asked_customers():
     expect = sorted(({"b": 1, "a": 2}[names[c]], int(h), int(t))
                     for c, h, t in zip(want.code, want.channel, want.send_at, strict=True))
     assert got == expect and len(got) == 4  # the 'fax' send is dropped, as the guardrails drop it
+    for one in ("a", "b", "c", "x"):  # a single decision's shortcut: the same sends
+        single = idx.rows([one])
+        many = idx.rows([one, "zz"])
+        assert all(np.array_equal(p, q) for p, q in zip(single, many, strict=True))
     assert [len(a) for a in _SendIndex.from_frame(None).rows(["a"])] == [0, 0, 0]
 
 
