@@ -23,11 +23,14 @@ that need it, so a model trained on orders only still works.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 _BG = ("order_days_total", "order_span_days", "days_since_last_order", "orders_total")
 _EVENTS = ("events_total", "event_span_days", "days_since_last_event")
 HORIZON = 30.0
+_BIG = float(np.finfo(np.float64).max)  # what np.nan_to_num makes of +inf
 
 
 class BuyerDynamics:
@@ -100,6 +103,10 @@ class BuyerDynamics:
 
     def transform(self, M: np.ndarray) -> np.ndarray:
         """(n, d) features -> (n, len(names())) derived columns."""
+        if M.shape[0] == 1 and M.dtype == np.float64:
+            row = self.transform_row(M[0].tolist())
+            if row is not None:
+                return np.array([row]) if row else np.zeros((1, 0))
         cols = []
         if self._has(_BG):
             x, t_x, T, buyer = self.summary(M)
@@ -129,3 +136,63 @@ class BuyerDynamics:
         if latent is not None and latent.params is not None:
             cols += list(latent.transform(M).T)
         return np.column_stack(cols) if cols else np.zeros((M.shape[0], 0))
+
+    def transform_row(self, v: list[float]) -> list[float] | None:
+        """``transform`` of ONE row given as Python floats (``M[0].tolist()``), as a list; None when
+        the vector code must answer (the latent state, a division by zero). The serving path scores
+        one customer at a time, where ``transform``'s ~60 numpy calls on 1-element arrays cost ~1 us
+        each; this does the same IEEE operations in the same order on floats (+, -, *, / and max
+        are exact-rounded alike), and the exp/log through numpy (its SIMD exp/log need not match
+        libm's last bit). The same numbers as the vector code (tests/models/test_buyer_dynamics.py)."""
+        if getattr(self, "latent", None) is not None and self.latent.params is not None:
+            return None
+        idx = self.index
+        has = idx.__contains__
+
+        def col(name: str) -> float:  # _col: NaN -> 0, +-inf -> +-max float
+            c = v[idx[name]]
+            if c - c == 0.0:
+                return c
+            return 0.0 if c != c else math.copysign(_BIG, c)
+
+        # np.maximum(c, k) is max(k, c): Python's max keeps k unless c > k, and numpy gives its second
+        # operand on a tie too (0.0 vs -0.0); c is never NaN (finite inputs, sums of them >= 0)
+        out: list[float] = []
+        try:
+            if all(map(has, _BG)):
+                buyer = col("orders_total") > 0
+                since = max(0.0, col("days_since_last_order"))
+                if buyer:
+                    x = max(0.0, col("order_days_total") - 1.0)
+                    t_x = max(0.0, col("order_span_days"))
+                    T = t_x + since
+                else:
+                    x, t_x, T = 0.0, 0.0, 1.0
+                T = max(max(1e-3, t_x), T)
+                rate = (x + 1.0) / max(1.0, T) if buyer else 0.0
+                out += [rate, rate * since if buyer else math.nan]
+                if self.bg_params is not None:
+                    r, alpha, a, b = map(float, self.bg_params)
+                    if buyer:
+                        lg = np.log(np.array([alpha + T, alpha + t_x, alpha + T + HORIZON])).tolist()
+                        ex = np.exp(np.array([(r + x) * (lg[0] - lg[1]), (r + x) * (lg[0] - lg[2])])).tolist()
+                        alive = 1.0 / (1.0 + (a / (b + x - 1.0)) * ex[0]) if x > 0 else 1.0
+                        out += [alive, alive * (1.0 - ex[1])]
+                    else:
+                        out += [math.nan, math.nan]
+            if has("orders_30d") and has("orders_90d"):
+                o30, o90 = col("orders_30d"), col("orders_90d")
+                out.append(o30 - (o90 - o30) / 2.0)
+            if all(map(has, _EVENTS)):
+                n = col("events_total")
+                since = max(0.0, col("days_since_last_event"))
+                age = max(1.0, col("event_span_days") + since)
+                rate = n / age if n > 0 else 0.0
+                out += [rate, rate * since if n > 0 else math.nan]
+                if has("events_30d"):
+                    out.append(col("events_30d") / (30.0 * rate + 0.1))
+                if has("events_90d"):
+                    out.append(col("events_90d") / (90.0 * rate + 0.1))
+        except ZeroDivisionError:  # numpy gives inf/NaN there: let it
+            return None
+        return out

@@ -251,6 +251,11 @@ class _CustomerModel(LightGBMBinary):
         dyn = getattr(self, "dynamics_", None)
         if dyn is None:
             return X
+        if X.shape[0] == 1 and X.dtype == np.float64:  # one customer (serving): one list, one array
+            row = X[0].tolist()
+            extra = dyn.transform_row(row)
+            if extra is not None:
+                return np.array([row + extra])
         return np.column_stack([X, dyn.transform(X)])
 
     def _model_feature_names(self) -> list[str]:

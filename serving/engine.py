@@ -615,45 +615,67 @@ class DecisionEngine:
     def _recent_sends(self, ids: list[str], logged: _Sends) -> SendHistory:
         """The sends the frequency caps count for ``ids``: the profiles' recent campaign sends
         (indexed once at start) and this service's logged ones, as the guardrails' SendHistory."""
-        uniq = list(dict.fromkeys(ids))
+        uniq = ids if len(ids) == 1 else list(dict.fromkeys(ids))
         h_code, h_ch, h_at = self._hist.rows(uniq)
-        index = None
         if len(logged.customer_id):
-            if len(logged.customer_id) > 1000:  # an audience's sends: one hash join (every one is of uniq)
-                index = pd.Index(uniq, dtype=object)
-                l_code = index.get_indexer(pd.Index(logged.customer_id, dtype=object)).astype(np.int64)
-            else:
-                row = {c: i for i, c in enumerate(uniq)}
-                l_code = np.fromiter((row[c] for c in logged.customer_id), dtype=np.int64,
-                                     count=len(logged.customer_id))
-            l_ch = np.fromiter((_CH_CODE.get(c, -1) for c in logged.channel), dtype=np.int64,
-                               count=len(logged.channel))
+            # every logged send is of one of uniq (measured on 100k: a dict and map beat pd.Index's join)
+            row = dict(zip(uniq, range(len(uniq)), strict=True))
+            l_code = np.array(list(map(row.__getitem__, logged.customer_id)), dtype=np.int64).reshape(-1)
+            l_ch = np.array([_CH_CODE.get(c, -1) for c in logged.channel], dtype=np.int64).reshape(-1)
             keep = l_ch >= 0
-            code = np.concatenate([h_code, l_code[keep]])
-            ch = np.concatenate([h_ch, l_ch[keep]])
-            at = np.concatenate([h_at, logged.send_at[keep]])
+            if keep.all():
+                l_at = logged.send_at
+            else:
+                l_code, l_ch, l_at = l_code[keep], l_ch[keep], logged.send_at[keep]
+            code = np.concatenate([h_code, l_code]) if len(h_code) else l_code
+            ch = np.concatenate([h_ch, l_ch]) if len(h_code) else l_ch
+            at = np.concatenate([h_at, l_at]) if len(h_code) else np.array(l_at, dtype=np.int64)
         else:
             code, ch, at = h_code, h_ch, h_at
         if not len(code):
             return _NO_HISTORY
-        return SendHistory(pd.Index(uniq, dtype=object) if index is None else index, code, ch, at)
+        # the guardrails only look the customers up (a plain object array serves as well as an Index;
+        # for an audience it is the audience itself, which the guardrails recognise)
+        return SendHistory(np.array(uniq, dtype=object), code, ch, at)
 
     def _context(self, cols: dict[str, np.ndarray], n: int) -> np.ndarray:
         """policies.context.context_matrix of the feature arrays (no DataFrame)."""
         return context_matrix(cols)
 
+    #: the feature columns _audience reads, in the order it stacks them
+    _AUDIENCE_COLUMNS = tuple([f"consent_{c}" for c in CH] + [f"reachable_{c}" for c in CH]
+                              + [f"order_share_{c}" for c in CATEGORIES]
+                              + [f"view_share_{c}" for c in CATEGORIES])
+
     def _audience(self, ids: list[str], cols: dict[str, np.ndarray]) -> Audience:
         n = len(ids)
+        names = self._AUDIENCE_COLUMNS
+        zeros = None
 
         def col(name: str) -> np.ndarray:
+            nonlocal zeros
             v = cols.get(name)
-            return np.zeros(n) if v is None else np.asarray(v, dtype=np.float64)
+            if v is None:
+                zeros = np.zeros(n) if zeros is None else zeros
+                return zeros
+            return np.asarray(v, dtype=np.float64)
 
-        consent = np.column_stack([col(f"consent_{c}") > 0 for c in CH])
-        reachable = np.column_stack([col(f"reachable_{c}") > 0 for c in CH])
-        interest = _seen_categories(col, "order_share") | _seen_categories(col, "view_share")
+        # one (columns, n) matrix of the consent, reachability and category-share features instead
+        # of a stack per group. Interest: the customer ordered (viewed) the category. The shares are
+        # smoothed ((count + a) / (total + a k)), so a category never seen has the row's smallest
+        # share; a share above the smallest is a category seen (conservative: when every category
+        # was seen equally often, none counts)
+        k = len(CATEGORIES)
+        m = np.array([col(name) for name in names], dtype=np.float64).reshape(len(names), n)
+        consent = (m[:4] > 0).T
+        reachable = (m[4:8] > 0).T
+        orders, views = m[8:8 + k], m[8 + k:]
+        interest = ((orders > orders.min(axis=0) + 1e-9) | (views > views.min(axis=0) + 1e-9)).T
         tz = np.asarray(cols["timezone"], dtype=object) if "timezone" in cols else np.array(["UTC"] * n, dtype=object)
-        tz = np.array([z if _valid_tz(z) else "UTC" for z in tz], dtype=object)
+        if n and all(_valid_tz(z) for z in (set(tz.tolist()) if n > 16 else tz)):
+            tz = tz.copy()  # every zone is valid (the usual case): checked once per distinct zone
+        else:
+            tz = np.array([z if _valid_tz(z) else "UTC" for z in tz], dtype=object)
         return Audience(np.asarray(ids, dtype=object), tz, consent, reachable, interest)
 
     def _restrict(self, mask: np.ndarray, reqs: list[Request]) -> None:
@@ -664,6 +686,8 @@ class DecisionEngine:
         for i, r in enumerate(reqs):
             if r.channels or r.offers or r.window or not r.allow_no_send:
                 groups.setdefault((r.channels, r.offers, r.window, r.allow_no_send), []).append(i)
+        if not groups:
+            return  # no limits: the guardrails' mask keeps no-send for everyone already
         for (channels, offers, window, allow_no_send), rows in groups.items():
             keep = np.ones(a.n_arms, dtype=bool)
             if channels:
@@ -682,10 +706,11 @@ class DecisionEngine:
     def _customer_scores(self, cols: dict[str, np.ndarray], n: int, snap: ChampionSnapshot) -> dict[str, np.ndarray]:
         """The scores of the customer alone (not of the action): propensity, churn."""
         out: dict[str, np.ndarray] = {}
-        for fam, key in (("propensity", "propensity"), ("churn", "churn")):
+        memo: dict = {}  # both models read the same feature columns: one matrix for both
+        for fam in ("propensity", "churn"):
             est = snap.models.get(fam)
             if est is not None:
-                out[key] = self._predict(est, cols.__getitem__, n, cols)
+                out[fam] = self._predict(est, cols.__getitem__, n, cols, memo)
         return out
 
     def _scores(self, cols: dict[str, np.ndarray], n: int, arm: np.ndarray, elig,
@@ -699,46 +724,56 @@ class DecisionEngine:
         a = self.arm_space
         sends = np.flatnonzero(a.is_send[arm])
         if len(sends):
-            extra = {"channel": a.channel[arm[sends]].astype(np.int64), "offer": a.offer[arm[sends]].astype(np.int64),
-                     "send_hour": elig.send_hour[sends, arm[sends]].astype(np.int64)}
+            # every row a send (a single decision that sends): no row selection, no scatter back
             every = len(sends) == n
+            arm_s = arm if every else arm[sends]
+            extra = {"channel": a.channel[arm_s].astype(np.int64), "offer": a.offer[arm_s].astype(np.int64),
+                     "send_hour": elig.send_hour[sends, arm_s].astype(np.int64)}
+            taken: dict[str, np.ndarray] = {}  # the send rows of a column, once for both models
 
             def get(name: str) -> np.ndarray:
                 v = extra.get(name)
                 if v is not None:
                     return v
-                return cols[name] if every else np.asarray(cols[name])[sends]
+                if every:
+                    return cols[name]
+                v = taken.get(name)
+                if v is None:
+                    v = taken[name] = np.asarray(cols[name])[sends]
+                return v
 
-            # every row a send (a single decision that sends): the columns are one dict lookup away
+            def spread(v: np.ndarray) -> np.ndarray:  # (len(sends),) -> (n,), NaN where no send
+                if every:
+                    return np.ascontiguousarray(v, dtype=np.float64)
+                full = np.full(n, np.nan)
+                full[sends] = v
+                return full
+
+            # the columns are one dict lookup away
             src = {**cols, **extra} if every else None
             est = models.get("offer")
             if est is not None:
-                p = np.full(n, np.nan)
-                p[sends] = self._predict(est, get, len(sends), src)
-                out["p_convert"] = p
+                out["p_convert"] = spread(self._predict(est, get, len(sends), src))
                 try:
                     try:  # the column it reads, as arrays (a DataFrame per request costs ~0.1 ms)
                         value = est.expected_order_value(_Columns(get, len(sends)))
                     except Exception:  # an estimator that wants a real frame
                         value = est.expected_order_value(_order_value_frame(est, get, len(sends)))
                     coef = self._offer_coef[extra["offer"]]
-                    ev = np.full(n, np.nan)
-                    ev[sends] = p[sends] * (coef[:, 0] * value + coef[:, 1])
-                    out["expected_value"] = ev
+                    out["expected_value"] = spread(out["p_convert"][sends] * (coef[:, 0] * value + coef[:, 1]))
                 except Exception:  # an estimator without order values still gives P(convert)
                     pass
             est = models.get("send_time")
             if est is not None:
-                p = np.full(n, np.nan)
-                p[sends] = self._predict(est, get, len(sends), src)
-                out["p_open"] = p
+                out["p_open"] = spread(self._predict(est, get, len(sends), src))
         return out
 
-    def _predict(self, est, get, m: int, source: dict | None = None) -> np.ndarray:
+    def _predict(self, est, get, m: int, source: dict | None = None, memo: dict | None = None) -> np.ndarray:
         """P(y=1) of one of our LightGBM estimators on ``m`` rows whose columns ``get(name)``
         returns (or, faster, ``source[name]``: one C-level itemgetter for all of them): the native
         Booster on a float matrix in the estimator's feature order (no DataFrame validation on the
-        hot path)."""
+        hot path). ``memo``: matrices already built from the same columns, by feature-name tuple
+        (the estimators' ``_design`` never write into their input)."""
         cached = self._names.get(id(est))
         if cached is None or cached[0] is not est:
             if len(self._names) > 64:
@@ -748,13 +783,17 @@ class DecisionEngine:
                 pick = operator.itemgetter(*names)
             else:  # itemgetter of one name returns the item, not a tuple
                 pick = (lambda d, n0=names[0]: (d[n0],)) if names else (lambda d: ())
-            cached = self._names[id(est)] = (est, names, pick, _SingleRow.of(est))
+            cached = self._names[id(est)] = (est, names, pick, _SingleRow.of(est), tuple(names))
         names = cached[1]
-        try:  # concatenate: ~25% cheaper than np.array on a list of 1-d arrays
-            arrays = cached[2](source) if source is not None else [get(c) for c in names]
-            M = np.concatenate(arrays, dtype=np.float64).reshape(len(names), m).T
-        except (KeyError, ValueError, TypeError):  # a column missing (get() names it), scalar or ragged
-            M = np.array([get(c) for c in names], dtype=np.float64).reshape(len(names), m).T
+        M = None if memo is None else memo.get(cached[4])
+        if M is None:
+            try:  # concatenate: ~25% cheaper than np.array on a list of 1-d arrays
+                arrays = cached[2](source) if source is not None else [get(c) for c in names]
+                M = np.concatenate(arrays, dtype=np.float64).reshape(len(names), m).T
+            except (KeyError, ValueError, TypeError):  # a column missing (get() names it), scalar or ragged
+                M = np.array([get(c) for c in names], dtype=np.float64).reshape(len(names), m).T
+            if memo is not None:
+                memo[cached[4]] = M
         try:
             design = est._design(M, names)
             if m == 1 and cached[3] is not None:  # one row: LightGBM's single-row entry
@@ -1303,15 +1342,6 @@ def _history_sends(workspace: Workspace, days: int = 8) -> pd.DataFrame | None:
                          "send_at": sent[keep].to_numpy()}).reset_index(drop=True)
 
 
-def _seen_categories(col, prefix: str) -> np.ndarray:
-    """(n, k) bool: the customer ordered (viewed) the category. The shares are smoothed
-    ((count + a) / (total + a k)), so a category never seen has the row's smallest share; a share
-    above the smallest is a category seen (conservative: when every category was seen equally
-    often, none counts)."""
-    shares = np.column_stack([col(f"{prefix}_{c}") for c in CATEGORIES])
-    return shares > shares.min(axis=1, keepdims=True) + 1e-9
-
-
 def _reasons(fallback: str | None, arm: int, p: float, acted: list[str], policy: str, arm_ids) -> list[str]:
     out = []
     if fallback is not None:
@@ -1564,12 +1594,19 @@ class _SendIndex:
         """(position in ``ids``, channel code, send_at ns) of every send of those customers."""
         if not self.where:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        hits = [(i, s) for i, s in enumerate(map(self.where.get, ids)) if s is not None]
-        if not hits:
+        if len(ids) == 1:  # one decision: its customer's run of sends, if any
+            s = self.where.get(ids[0])
+            if s is None:
+                return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+            a, b = s
+            return np.zeros(b - a, np.int64), self.channel[a:b].copy(), self.send_at[a:b].copy()
+        got = list(map(self.where.get, ids))
+        where = [i for i, s in enumerate(got) if s is not None]
+        if not where:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        pos = np.fromiter((i for i, _ in hits), dtype=np.int64, count=len(hits))
-        start = np.fromiter((s[0] for _, s in hits), dtype=np.int64, count=len(hits))
-        length = np.fromiter((s[1] - s[0] for _, s in hits), dtype=np.int64, count=len(hits))
+        pos = np.array(where, dtype=np.int64)
+        span = np.array([got[i] for i in where], dtype=np.int64).reshape(len(where), 2)  # (start, stop)
+        start, length = span[:, 0], span[:, 1] - span[:, 0]
         src = np.repeat(start - np.cumsum(length) + length, length) + np.arange(length.sum())
         return np.repeat(pos, length), self.channel[src], self.send_at[src]
 
@@ -1578,16 +1615,19 @@ class _SingleRow:
     """P(y=1) of ONE row through LightGBM's single-row C entry
     (``LGBM_BoosterPredictForMatSingleRowFast``, set up once per booster): the same numbers as
     ``Booster.predict`` (tested), without its per-call Python set-up (a predictor object and a
-    deep copy of the parameters: ~22 us -> ~6 us per call, 2-4 calls per decision). Thread-safe:
-    LightGBM serialises the shared single-row predictor itself, outside the GIL."""
+    deep copy of the parameters: ~22 us -> ~6 us per call, 2-4 calls per decision; called through
+    a private prototype on per-thread buffers, about half of what was left, measured). Thread-safe:
+    LightGBM serialises the shared single-row predictor itself, outside the GIL, and each thread
+    writes its own row and output buffers."""
 
     def __init__(self, booster, num_iteration: int, num_threads: int):
         import ctypes
+        import threading
         import weakref
 
         from lightgbm.basic import _LIB, _c_str, _safe_call
 
-        self._ct, self._lib, self._check = ctypes, _LIB, _safe_call
+        self._check = _safe_call
         self.ncol = int(booster.num_feature())
         self._booster = booster  # the config points into it: keep it alive as long as this
         handle = ctypes.c_void_p()
@@ -1596,7 +1636,22 @@ class _SingleRow:
             ctypes.c_int(1), ctypes.c_int32(self.ncol), _c_str(f"num_threads={int(num_threads)}"),
             ctypes.byref(handle)))
         self._handle = handle
+        self._address = handle.value
         weakref.finalize(self, _LIB.LGBM_FastConfigFree, handle).atexit = False
+        # a private prototype of the entry (argtypes on _LIB's own function object would change
+        # LightGBM's calls): plain addresses in, no ctypes objects built per call.
+        # A CFUNCTYPE call releases the GIL, as _LIB's does.
+        vp = ctypes.c_void_p
+        self._fast = ctypes.CFUNCTYPE(ctypes.c_int, vp, vp, vp, vp)(
+            ("LGBM_BoosterPredictForMatSingleRowFast", _LIB))
+        self._local = threading.local()  # per-thread row/output buffers at fixed addresses
+
+    def _buffers(self) -> tuple:
+        b = getattr(self._local, "b", None)
+        if b is None:
+            row, out, length = np.empty(self.ncol), np.empty(1), np.zeros(1, np.int64)
+            b = self._local.b = (row, out, length, row.ctypes.data, length.ctypes.data, out.ctypes.data)
+        return b
 
     @classmethod
     def of(cls, est) -> _SingleRow | None:
@@ -1616,16 +1671,13 @@ class _SingleRow:
             return None
 
     def __call__(self, design: np.ndarray) -> np.ndarray:
-        ct = self._ct
-        row = np.ascontiguousarray(design, dtype=np.float64).reshape(-1)
-        if row.shape[0] != self.ncol:
-            raise InputError(f"the model expects {self.ncol} features; got {row.shape[0]}")
-        out = np.empty(1, dtype=np.float64)
-        length = ct.c_int64(0)
-        self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-            self._handle, row.ctypes.data_as(ct.c_void_p), ct.byref(length),
-            out.ctypes.data_as(ct.POINTER(ct.c_double))))
-        return out
+        flat = design.reshape(-1)
+        if flat.shape[0] != self.ncol:
+            raise InputError(f"the model expects {self.ncol} features; got {flat.shape[0]}")
+        row, out, _, p_row, p_length, p_out = self._buffers()
+        row[:] = flat
+        self._check(self._fast(self._address, p_row, p_length, p_out))
+        return out.copy()
 
 
 class _Columns:
