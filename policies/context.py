@@ -223,12 +223,32 @@ class ContactFeatures:
     """
 
     def __init__(self, customer_ids: np.ndarray):
-        self.index = pd.Index(customer_ids)
+        self._ids = customer_ids
+        self._index: pd.Index | None = None
         self.n = len(customer_ids)
         self._cust = np.zeros(0, np.int64)
         self._ch = np.zeros(0, np.int64)
         self._t = np.zeros(0, np.int64)
         self._unsub_at = np.full((self.n, len(CHANNELS)), np.iinfo(np.int64).max, np.int64)
+
+    @property
+    def index(self) -> pd.Index:
+        """The customers' index (built when first needed: the serving engine's sends come as codes)."""
+        if self._index is None:
+            self._index = pd.Index(self._ids)
+        return self._index
+
+    @classmethod
+    def of_sends(cls, customer_ids: np.ndarray, pos: np.ndarray, channel: np.ndarray,
+                 send_at_ns: np.ndarray) -> ContactFeatures:
+        """From sends already coded as :meth:`add_sends` keeps them: the customer's position in
+        ``customer_ids``, the channel's index in CHANNELS and the time in int64 ns UTC, all valid
+        (the serving engine has them so; a single decide skips add_sends' pandas conversions)."""
+        cf = cls(customer_ids)
+        cf._cust = np.asarray(pos, dtype=np.int64)
+        cf._ch = np.asarray(channel, dtype=np.int64)
+        cf._t = np.asarray(send_at_ns, dtype=np.int64)
+        return cf
 
     def add_sends(self, customer_id, channel, send_at) -> None:
         """Record sends (customer ids, channel names, UTC times); unknown customers are ignored."""
@@ -253,6 +273,10 @@ class ContactFeatures:
 
     def frame(self, at) -> pd.DataFrame:
         """The CONTACT_FEATURES of every customer as of ``at`` (n rows)."""
+        return pd.DataFrame(self.arrays(at))
+
+    def arrays(self, at) -> dict[str, np.ndarray]:
+        """:meth:`frame`'s columns as arrays (``at``: a time, or int64 ns UTC)."""
         t = _ns(at)
         day = 86_400 * 10**9
         before = self._t < t
@@ -273,10 +297,12 @@ class ContactFeatures:
             m = ch == i
             np.maximum.at(lc, c[m], ts[m])
             out[f"days_since_contact_{name}"] = np.where(lc > np.iinfo(np.int64).min, (t - lc) / day, NEVER_DAYS)
-        return pd.DataFrame(out)
+        return out
 
 
 def _ns(at) -> int:
+    if isinstance(at, int | np.integer):
+        return int(at)
     ts = pd.Timestamp(at)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return int(ts.value)

@@ -583,18 +583,31 @@ class DecisionEngine:
         """Contact features and consent as of ``t``: the online store's values, updated with the
         sends this service logged before ``t`` and the unsubscribes reported to it (which revoke
         the channel's consent)."""
-        before = logged.send_at < _ns(t)
+        t_ns = _ns(t)
+        before = logged.send_at < t_ns
         unsub = logged.unsubscribed
         if not before.any() and not unsub:
             return
-        cf = ContactFeatures(np.asarray(ids, dtype=object))
+        customers = np.asarray(ids, dtype=object)
         if before.any():
-            cf.add_sends(logged.customer_id[before], logged.channel[before],
-                         logged.send_at[before].astype("datetime64[ns]"))
+            # the logged sends as ContactFeatures keeps them (customer position, channel code, ns),
+            # coded here without pandas (every logged send is of one of ``ids``, on a known channel
+            # or dropped as add_sends drops it)
+            cid, ch = logged.customer_id[before], logged.channel[before]
+            code = np.fromiter((_CH_CODE.get(c, -1) for c in ch), dtype=np.int64, count=len(ch))
+            if len(ids) == 1:
+                pos = np.zeros(len(cid), np.int64)
+            else:
+                where = {c: i for i, c in enumerate(ids)}
+                pos = np.fromiter((where[c] for c in cid), dtype=np.int64, count=len(cid))
+            keep = code >= 0
+            cf = ContactFeatures.of_sends(customers, pos[keep], code[keep], logged.send_at[before][keep])
+        else:
+            cf = ContactFeatures(customers)
         if unsub:
             cids, chans = zip(*unsub, strict=True)
             cf.add_unsubscribes(np.asarray(cids, dtype=object), np.asarray(chans, dtype=object), [t - timedelta(seconds=1)] * len(cids))
-        logged_frame = cf.frame(t)
+        logged_frame = cf.arrays(t_ns)
         if unsub:  # an unsubscribe reported to the service revokes the channel's consent below
             revoked = cf.unsubscribed(t)
             for j, c in enumerate(CH):
@@ -604,7 +617,7 @@ class DecisionEngine:
             if name not in cols:
                 continue
             have = np.asarray(cols[name], dtype=np.float64)
-            new = logged_frame[name].to_numpy()
+            new = logged_frame[name]
             cols[name] = np.minimum(have, new) if name.startswith("days_") else np.maximum(have, new)
         for c in CH:
             name = f"unsubscribed_{c}"
