@@ -501,8 +501,9 @@ class Guardrails:
         (its config and arms are fixed); a batch is then one gather, whatever its size."""
         plan, n = self._plan, len(audience)
         parts = [holdout[:, None], audience.consent, audience.reachable]
-        if plan.uses_interest and audience.category_interest is not None:
-            parts.append(audience.category_interest)  # unknown interest: the same as none (no bits)
+        if plan.uses_interest and audience.category_interest is not None and len(plan.interest_cols):
+            # unknown interest: the same as none (no bits)
+            parts.append(audience.category_interest[:, plan.interest_cols])
         flags = np.concatenate(parts, axis=1)
         keys = flags @ plan.flag_weights[: flags.shape[1]]
         if n == 1:
@@ -564,7 +565,7 @@ class Guardrails:
                 if not plan.uses_interest or cat not in CATEGORIES:
                     ok = np.zeros(m, dtype=bool)
                 else:
-                    ok = interest[:, CATEGORIES.index(cat)]
+                    ok = interest[:, int(np.flatnonzero(plan.interest_cols == CATEGORIES.index(cat))[0])]
                 blocked |= (~ok)[:, None] & arms_o[None, :]
             remove(4, blocked)
         return mask, acted
@@ -735,6 +736,7 @@ class _ArmPlan:
     moved: np.ndarray  # (K,) bool moved by quiet hours
     cat_offers: list[tuple[np.ndarray, str]]  # (arms of the offer, its category)
     uses_interest: bool  # offer eligibility reads the category interest
+    interest_cols: np.ndarray  # the categories (index into CATEGORIES) some offer needs interest in
     flag_weights: np.ndarray  # (F,) int64 powers of two: a customer's profile flags -> its key
     inventory: list[tuple[str, int, np.ndarray, np.ndarray]]  # (offer, limit, its arms, their indices)
     sms: tuple[np.ndarray, np.ndarray, float] | None  # (SMS arms, their indices, unit cost) if budgeted
@@ -763,6 +765,10 @@ class _ArmPlan:
         arm_shift = np.where(send, shift_plan[np.maximum(cl, 0), np.maximum(sl, 0)], 0)
         cat_offers = [(a.arms_where(offer=o), g.catalog[o].category) for o in a.offers if g.catalog[o].category]
         uses_interest = bool(cfg.require_category_interest and cat_offers)
+        # only these categories' interest changes a decision: the profile key holds only their bits
+        # (the default catalog: one category of six, so 2^10 profiles instead of 2^15)
+        interest_cols = np.array(sorted({CATEGORIES.index(c) for _, c in cat_offers if c in CATEGORIES}),
+                                 dtype=np.int64)
         inventory = [(o, lim, arms_o, np.flatnonzero(arms_o)) for o in a.offers
                      if (lim := g.inventory_limit(o)) is not None for arms_o in [a.arms_where(offer=o)]]
         sms = None
@@ -803,8 +809,8 @@ class _ArmPlan:
             arm_hour8=arm_hour.astype(np.int8),
             arm_removed=send & removed_plan[np.maximum(cl, 0), np.maximum(sl, 0)],
             moved=send & (arm_shift > 0),
-            cat_offers=cat_offers, uses_interest=uses_interest,
-            flag_weights=np.left_shift(1, np.arange(1 + 2 * len(CHANNELS) + (len(CATEGORIES) if uses_interest
+            cat_offers=cat_offers, uses_interest=uses_interest, interest_cols=interest_cols,
+            flag_weights=np.left_shift(1, np.arange(1 + 2 * len(CHANNELS) + (len(interest_cols) if uses_interest
                                                                              else 0)), dtype=np.int64),
             inventory=inventory, sms=sms, caps=caps,
             caps_min_sends=min((c[4] for c in caps), default=1),

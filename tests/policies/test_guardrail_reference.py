@@ -295,3 +295,23 @@ def test_an_empty_audience():
                    np.zeros((0, 4), bool), None)
     t = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
     _same(fast.apply(aud, t, None), ref.apply(aud, t, None))
+
+
+def test_interest_in_only_the_categories_offers_need_keys_the_profiles():
+    """A catalog with offers of two categories (and a category no data knows): the profile key
+    holds the interest bits of exactly those categories, and the masks equal the reference."""
+    from core.catalog import DEFAULT_CATALOG, Catalog, Offer, OfferKind
+
+    offers = (*DEFAULT_CATALOG.offers, Offer(id="home_10", kind=OfferKind.PERCENT_OFF, discount=0.1, category="home"),
+              Offer(id="pets_5", kind=OfferKind.PERCENT_OFF, discount=0.05, category="pets"))
+    arms = ArmSpace.build(Catalog(offers=offers))
+    rng = np.random.default_rng(5)
+    cfg = GuardrailConfig(require_category_interest=True)
+    fast, ref = Guardrails(arms, cfg), _Reference(arms, cfg)
+    assert fast._plan.interest_cols.tolist() == sorted(CATEGORIES.index(c) for c in ("beauty", "home"))
+    t = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+    for n in (1, 1, 5, 300):
+        aud = _audience(rng, n)
+        _same(fast.apply(aud, t, None), ref.apply(aud, t, None))
+    keys = {k for k in fast._profile_cache}
+    assert max(keys) < 1 << (1 + 2 * len(CHANNELS) + 2)  # no bits of the four categories no offer needs
