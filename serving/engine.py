@@ -54,6 +54,7 @@ the per-record path (tests/serving/test_batch.py).
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -271,6 +272,11 @@ class DecisionEngine:
         engine.history_sends = _history_sends(workspace)
         if config.checkpoint_seconds > 0:
             engine._checkpoints = _Checkpointer(decision_log, config.checkpoint_seconds)
+        # what is loaded now (models, policies, feature plans, the send index) lives as long as the
+        # engine: out of the cyclic collector's sight, so that the full collections a batch's
+        # allocations trigger do not walk it each time (measured: ~0.6-1 s of a 100k batch). It is
+        # still freed by reference counting when replaced (a new champion, a learned policy).
+        gc.freeze()
         return engine
 
     def close(self) -> None:
