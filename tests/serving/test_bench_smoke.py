@@ -26,3 +26,15 @@ def test_log_bench_runs(tmp_path):
 
     r = run(300, 10, "NORMAL", tmp_path)
     assert r["synchronous"] == "NORMAL" and all(v > 0 for k, v in r.items() if k.endswith("_s"))
+
+
+def test_bench_runner_lists_and_skips_an_unprepared_workspace(tmp_path, capsys):
+    from bench.__main__ import BENCHES, main
+
+    assert main(["--list"]) == 0
+    assert set(capsys.readouterr().out.split()) >= set(BENCHES)
+    # serving needs a prepared workspace: skipped with the reason, not failed
+    assert main(["serving", "--workspace", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["no-such-bench"])
