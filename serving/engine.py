@@ -843,16 +843,17 @@ class DecisionEngine:
             hours = elig.chosen_send_hour(plan.arm)[sends].tolist()
             for j, i in enumerate(sends.tolist()):
                 send_at[i], send_hour[i] = when[j], int(hours[j])
-        ctx_rows = np.round(plan.context, 6).tolist() if plan.context is not None else None
+        ctx_rows = _rounded_context(plan).tolist() if plan.context is not None else None
         holdout = (elig.holdout if elig is not None else np.zeros(n, bool)).tolist()
         score_items = [(k, v.tolist()) for k, v in (plan.scores or {}).items()]
         propensity = plan.propensity.tolist()
         fallback, ab_arm, zones = plan.fallback.tolist(), plan.ab_arm.tolist(), plan.timezone.tolist()
         if plan.distribution is not None:
+            # only the non-zero probabilities become Python floats (a row has ~1-10 of ~170 arms)
             rows_nz, cols_nz = np.nonzero(plan.distribution)
             bounds = np.searchsorted(rows_nz, np.arange(n + 1)).tolist()
+            p_nz = plan.distribution[rows_nz, cols_nz].tolist()
             cols_nz = cols_nz.tolist()
-            dist_rows = plan.distribution.tolist()
         arm_ids, arm_channel, arm_offer = self._arm_ids, *self._arm_labels()
         out = []
         for i, r in enumerate(reqs):
@@ -865,8 +866,8 @@ class DecisionEngine:
                 pname = type(parm.policy).name if parm and parm.policy is not None else "safe_rule"
                 pver = parm.version if parm else "0"
             if plan.distribution is not None:
-                row = dist_rows[i]
-                dist = {arm_ids[j]: row[j] for j in cols_nz[bounds[i]:bounds[i + 1]]}
+                lo, hi = bounds[i], bounds[i + 1]
+                dist = dict(zip([arm_ids[j] for j in cols_nz[lo:hi]], p_nz[lo:hi], strict=True))
             else:
                 dist = {NO_SEND: 1.0}
             context = dict(zip(CONTEXT_COLUMNS, ctx_rows[i], strict=True)) if ctx_rows is not None else {}
@@ -890,7 +891,7 @@ class DecisionEngine:
         then the request's own entries), straight from the row where the request adds none."""
         if plan.context is None:
             return None
-        X = np.round(plan.context, 6)
+        X = _rounded_context(plan)
         return [None if r.context else encode_context_row(X[i], CONTEXT_COLUMNS) for i, r in enumerate(reqs)]
 
     # -- the bulk path (campaign audiences) -----------------------------------------------------
@@ -1326,6 +1327,15 @@ class _Plan:
     timezone: np.ndarray | None = None
     scores: dict | None = None
     snapshot: ChampionSnapshot | None = None
+    context_rounded: np.ndarray | None = None  # _rounded_context
+
+
+def _rounded_context(plan: _Plan) -> np.ndarray:
+    """The plan's context rounded to 6 decimals as records and the log store it (computed once:
+    ``_records`` and ``_stored_contexts`` both need it)."""
+    if plan.context_rounded is None:
+        plan.context_rounded = np.round(plan.context, 6)
+    return plan.context_rounded
 
 
 def _policy_rows(policy: Policy, X: np.ndarray, mask: np.ndarray, idx: np.ndarray) -> np.ndarray:
