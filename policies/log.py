@@ -1,6 +1,6 @@
 """The decision log: every decision, durable before it is returned, and the outcomes joined to it.
 
-One SQLite file in WAL mode holds two tables:
+One SQLite file in WAL mode holds these tables (and ``context_layouts``):
 
 * ``decisions``: one row per :class:`~policies.records.DecisionRecord`. Scalars are columns;
   the distribution, scores, reasons, guardrails and model versions are JSON text. The context
@@ -13,10 +13,18 @@ One SQLite file in WAL mode holds two tables:
   rewritten). Every reader decodes through :func:`decode_contexts` / :func:`context_matrix_of`.
   Timestamps are integers, microseconds since the Unix epoch, UTC (``decided_at``, ``send_at``,
   ``logged_at``). Indexed by ``decision_id`` (unique), ``(customer_id, decided_at)``,
-  ``decided_at`` and the send time of sends.
+  ``decided_at``, the send time of sends, and (covering) the sends by ``(customer_id, send_at,
+  channel)``: a customer's recent sends are one range seek, whatever their history.
 * ``outcomes``: one row per :class:`~policies.records.OutcomeRecord`, keyed by ``event_id`` so a
   retried report counts once. Outcomes of an unknown ``decision_id`` are not stored (they are
   counted and named in the :class:`IngestResult`).
+* ``unsubscribes``: ``(customer_id, occurred_at, channel, event_id)`` of every stored
+  ``unsubscribed`` outcome of a send, kept by a trigger on ``outcomes`` (in the outcome's own
+  transaction, whichever process or code inserts it; the log is append-only, so it stays equal to
+  joining the outcomes to their decisions). The index and this table were added after schema 2
+  without a version change (code that predates them reads and writes such a file as before, and
+  the trigger keeps the table right); an older file gets them, with the unsubscribes reported so
+  far, when opened.
 
 Durability: :meth:`DecisionLog.append` returns only after its transaction committed; with the
 default ``synchronous="FULL"`` the WAL is fsynced at every commit, so an appended decision
@@ -160,6 +168,31 @@ CREATE TABLE IF NOT EXISTS context_layouts (
     columns TEXT NOT NULL
 );
 """
+#: The per-customer read support (module doc): the covering index of sends by customer, and the
+#: unsubscribes table with the trigger that keeps it, created last (its presence says all is there).
+_UNSUBSCRIBE_TRIGGER = "outcomes_unsubscribed"
+_SENDS_SCHEMA = (
+    "CREATE INDEX IF NOT EXISTS decisions_customer_sends ON decisions (customer_id, send_at, channel) "
+    "WHERE channel IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS unsubscribes (
+    customer_id  TEXT NOT NULL,
+    occurred_at  INTEGER NOT NULL,
+    channel      TEXT NOT NULL,
+    event_id     TEXT NOT NULL,
+    PRIMARY KEY (customer_id, occurred_at, channel, event_id)
+) WITHOUT ROWID""",
+    # the outcomes reported before the trigger existed (an empty select on a new file)
+    "INSERT OR IGNORE INTO unsubscribes (customer_id, occurred_at, channel, event_id) "
+    "SELECT d.customer_id, o.occurred_at, d.channel, o.event_id FROM outcomes o "
+    "JOIN decisions d ON d.decision_id = o.decision_id WHERE o.event = 'unsubscribed' AND d.channel IS NOT NULL",
+    f"""CREATE TRIGGER IF NOT EXISTS {_UNSUBSCRIBE_TRIGGER}
+AFTER INSERT ON outcomes WHEN NEW.event = 'unsubscribed'
+BEGIN
+    INSERT OR IGNORE INTO unsubscribes (customer_id, occurred_at, channel, event_id)
+    SELECT customer_id, NEW.occurred_at, channel, NEW.event_id FROM decisions
+    WHERE decision_id = NEW.decision_id AND channel IS NOT NULL;
+END""",
+)
 #: schema 1 -> 2, in place: the binary context's layout and the free-form rest; old rows keep
 #: their JSON context (context_layout NULL)
 _MIGRATE_1_2 = (
@@ -424,6 +457,13 @@ def context_matrix_of(values: Sequence, layouts: Sequence, extras: Sequence,
     return M
 
 
+def _has_sends_schema(conn: sqlite3.Connection) -> bool:
+    """The log behind ``conn`` has the sends index and the unsubscribes table (their trigger is
+    created last, in the same transaction)."""
+    return conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                        (_UNSUBSCRIBE_TRIGGER,)).fetchone()[0] > 0
+
+
 class DecisionLog:
     """Durable, concurrent-safe SQLite log of decisions and their outcomes.
 
@@ -488,7 +528,7 @@ class DecisionLog:
             raise InputError(f"cannot put the decision log {self.path} in WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
+        if version == SCHEMA_VERSION and _has_sends_schema(conn):
             return
         if version not in (0, *_READABLE_VERSIONS):
             raise InputError(f"{self.path} has decision-log schema {version}; this code reads {_READABLE_VERSIONS}")
@@ -498,7 +538,7 @@ class DecisionLog:
             if version == 0:
                 if conn.execute(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                    "AND name NOT IN ('decisions', 'outcomes', 'context_layouts')"
+                    "AND name NOT IN ('decisions', 'outcomes', 'context_layouts', 'unsubscribes')"
                 ).fetchone()[0]:
                     raise InputError(f"{self.path} is an SQLite file with other tables, not a decision log")
                 for statement in _SCHEMA.split(";"):
@@ -509,6 +549,9 @@ class DecisionLog:
                 for statement in _MIGRATE_1_2:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if not _has_sends_schema(conn):  # new, or older than the sends index: build it here
+                for statement in _SENDS_SCHEMA:
+                    conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
