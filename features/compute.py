@@ -33,6 +33,7 @@ value comes from this module, from Feast's offline store or from a cold-start on
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -435,15 +436,7 @@ def _utc_offsets(seconds: np.ndarray, tz: np.ndarray) -> np.ndarray:
         return out
     if n <= _SMALL:
         for i in range(n):
-            key = (tz[i], int(seconds[i]) // 900)
-            off = _OFFSET_CACHE.get(key)
-            if off is None:
-                ts = pd.Timestamp(int(seconds[i]) * 1_000_000_000, tz="UTC").tz_convert(tz[i])
-                off = int(ts.utcoffset().total_seconds())
-                if len(_OFFSET_CACHE) > 100_000:
-                    _OFFSET_CACHE.clear()
-                _OFFSET_CACHE[key] = off
-            out[i] = off
+            out[i] = _utc_offset(int(seconds[i]), tz[i])
         return out
     codes, zones = pd.factorize(tz)
     for k, zone in enumerate(zones):
@@ -452,6 +445,19 @@ def _utc_offsets(seconds: np.ndarray, tz: np.ndarray) -> np.ndarray:
         local = utc.tz_convert(zone).tz_localize(None).asi8
         out[m] = (local - utc.tz_localize(None).asi8) // 1_000_000_000
     return out
+
+
+def _utc_offset(second: int, zone: str) -> int:
+    """UTC offset (seconds) of one epoch second in ``zone``, from the per-(zone, quarter hour) cache."""
+    key = (zone, second // 900)
+    off = _OFFSET_CACHE.get(key)
+    if off is None:
+        ts = pd.Timestamp(second * 1_000_000_000, tz="UTC").tz_convert(zone)
+        off = int(ts.utcoffset().total_seconds())
+        if len(_OFFSET_CACHE) > 100_000:
+            _OFFSET_CACHE.clear()
+        _OFFSET_CACHE[key] = off
+    return off
 
 
 def _local_parts(seconds: np.ndarray, tz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1165,21 +1171,23 @@ def on_demand_block(request_seconds: np.ndarray, timezone: np.ndarray, since_inp
     ``(n,)`` float64 UTC offset (hours), ``(len(SINCE_INPUTS), n)`` float64 days since each stored
     timestamp. ``since_inputs``: the stored ``SINCE_INPUTS`` as rows, float epoch seconds with NaN
     for 'never'. Whole-block numpy operations (elementwise, so each value is bit for bit what a
-    per-column computation gives), a few calls whatever n: a single decide pays ~20 numpy calls."""
+    per-column computation gives), a few calls whatever n; one row (a single decide) is computed by
+    :func:`on_demand_one` (the same values) and only wrapped in arrays here."""
     req_s = np.asarray(request_seconds, dtype=np.float64)
     n = len(req_s)
+    if n == 1:
+        one = on_demand_one(float(req_s[0]), next(iter(timezone)),
+                            np.asarray(since_inputs, dtype=np.float64).reshape(len(SINCE_INPUTS)).tolist(), config)
+        if one is not None:
+            return (np.array(one[:3], dtype=np.int64).reshape(3, 1), np.array(one[3:4], dtype=np.float64),
+                    np.array(one[4:], dtype=np.float64).reshape(len(SINCE_INPUTS), 1))
     tz = np.empty(n, dtype=object)
     default = config.default_timezone
     valid: dict[object, str] = {}  # this call's zones (a bulk read looks each row up here)
     for i, z in enumerate(timezone):
         zone = valid.get(z)
         if zone is None:
-            zone = _VALID_TZ.get((z, default))  # across calls: ZoneInfo() costs microseconds
-            if zone is None:
-                zone = _valid_tz(z, default)
-                if len(_VALID_TZ) < 10_000:
-                    _VALID_TZ[(z, default)] = zone
-            valid[z] = zone
+            zone = valid[z] = _zone(z, default)
         tz[i] = zone
     # nan_to_num (NaN -> 0, +-inf -> the largest floats) costs ~10 us even on one value: only
     # where a value is not finite
@@ -1198,6 +1206,49 @@ def on_demand_block(request_seconds: np.ndarray, timezone: np.ndarray, since_inp
     np.maximum(since, 0.0, out=since)
     np.copyto(since, _never(config.never_days), where=never)
     return local, offset, since
+
+
+def _zone(z: object, default: str) -> str:
+    """The time zone a stored zone ``z`` is read in (``default`` when it is not a valid one)."""
+    zone = _VALID_TZ.get((z, default))  # across calls: ZoneInfo() costs microseconds
+    if zone is None:
+        zone = _valid_tz(z, default)
+        if len(_VALID_TZ) < 10_000:
+            _VALID_TZ[(z, default)] = zone
+    return zone
+
+
+_SINCE_NEVER_IS_ZERO: tuple[bool, ...] = tuple(zero for _, _, zero in _SINCE)
+
+
+def on_demand_one(request_second: float, timezone: object, since_inputs: list[float],
+                  config: FeatureConfig) -> list | None:
+    """:func:`on_demand_block` of ONE row (a single decide) as Python numbers, in
+    ``ON_DEMAND_FEATURES`` order: local hour, weekday, weekend flag (ints), UTC offset, the days
+    since each of ``since_inputs`` (floats); None when the request time is not a finite number
+    (the block handles it). ~20 numpy calls on 1-element arrays cost more than all of it.
+
+    Bit for bit the block's values (tested on random rows): the local parts are integer
+    arithmetic (floor, floor division and modulo are numpy's for int64), the offset is int /
+    3600.0 as numpy divides it; a 'days since' is the block's own IEEE operations in its order,
+    (req - v) / DAY * 1e6, rounded half to even (numpy's rint), / 1e6, then np.maximum(x, 0.0),
+    which gives +0.0 for a zero of either sign (as ``x if x > 0.0 else 0.0`` does)."""
+    if not abs(request_second) < 2.0 ** 62:  # NaN, inf, or past int64 seconds
+        return None
+    whole = math.floor(request_second)
+    off = _utc_offset(whole, _zone(timezone, config.default_timezone))
+    weekday = ((whole + off) // DAY + 3) % 7
+    out = [(whole + off) // 3600 % 24, weekday, int(weekday >= 5), off / 3600.0]
+    never_days = config.never_days
+    for v, zero in zip(since_inputs, _SINCE_NEVER_IS_ZERO, strict=True):
+        y = (request_second - v) / DAY * 1e6
+        if y != y:  # NaN: never happened
+            out.append(0.0 if zero else never_days)
+            continue
+        # round(): half to even, as rint (the zero's sign is moot below); rint(+-inf) is itself
+        y = float(round(y)) / 1e6 if math.isfinite(y) else y / 1e6
+        out.append(y if y > 0.0 else 0.0)
+    return out
 
 
 def on_demand_arrays(request_seconds: np.ndarray, timezone: np.ndarray, inputs: dict[str, np.ndarray],

@@ -12,9 +12,10 @@ Reads use the columnar snapshot the fast materialiser writes beside the SQLite s
 store itself otherwise: same OnlineFeatures. An audience of >= ``snapshot_min_ids`` customers is
 read with array operations; fewer (a single decide) through the snapshot's in-memory row index
 (customer id -> row: one fancy index gathers all of a customer's numeric values from the mapped
-file, then whole-block numpy operations), ~0.08 ms instead of ~0.38 ms for one customer. Whether the
-snapshot still matches is checked at EVERY read (the store's stamp: three stats and a 28-byte header
-read through a descriptor each thread keeps open, ~5 us), so a write committed to the store before a
+file, then whole-block numpy operations; one customer's request features in Python numbers,
+``features.compute.on_demand_one``), ~0.04 ms instead of ~0.38 ms for one customer. Whether the
+snapshot still matches is checked at EVERY read (the store's stamp: two stats, a WAL check and a 28-byte
+header read through a descriptor each thread keeps open, ~4 us), so a write committed to the store before a
 read starts sends that read back to SQLite: no time window (within the stamp's own limits, the same
 as for bulk reads; see ``store_stamp``).
 
@@ -51,6 +52,7 @@ from features.compute import (
     SINCE_INPUTS,
     on_demand_arrays,
     on_demand_block,
+    on_demand_one,
     stored_groups,
 )
 from features.services import check_service, service_groups
@@ -585,11 +587,13 @@ def _stamp(st: os.stat_result, header: bytes, p: str) -> list[int]:
     """``store_stamp`` from the store's stat and first 28 bytes (os calls, not pathlib: this runs
     at every online read)."""
     counter = int.from_bytes(header[24:28], "big") if len(header) >= 28 else -1
-    try:
-        wal = os.stat(p + "-wal")
-        wal_part = [wal.st_size, wal.st_mtime_ns]
-    except FileNotFoundError:
-        wal_part = [0, 0]
+    wal_part = [0, 0]
+    wal_path = p + "-wal"
+    # usually there is no WAL: os.access says so in ~0.5 us, a failing os.stat raises (~1.5 us)
+    if os.access(wal_path, os.F_OK):
+        with contextlib.suppress(FileNotFoundError):  # removed in between: as if absent
+            wal = os.stat(wal_path)
+            wal_part = [wal.st_size, wal.st_mtime_ns]
     return [st.st_size, st.st_mtime_ns, counter, *wal_part]
 
 
@@ -736,10 +740,15 @@ class _RowPlan:
     tz: int  # the time zone's position in ``texts`` (-1: no request features)
     demand: bool  # whether the service has request features (computed at read time)
     take: np.ndarray | None  # rows of [stored; ON_DEMAND_FEATURES] in block order (None: identity)
+    take_col: np.ndarray | None  # the same as (k, 1): takes one customer's (stored + request,) as (k, 1)
     names: tuple[str, ...]  # the block's rows: float features, then int features
     defaults: np.ndarray  # (k,) their defaults
+    defaults_col: np.ndarray  # the same as (k, 1)
     n_float: int
     known_rows: np.ndarray  # rows of the numeric block holding customer_profile features
+    known_at: np.ndarray | slice  # the same as a slice when they are consecutive (a view, not a copy)
+    n_known: int  # how many
+    row_rank: list[int]  # each row of the numeric block: its feature's position in the service
     known_txt: tuple[int, ...]  # positions in ``texts`` holding customer_profile features
     out_txt: tuple[tuple[str, int, object], ...]  # service text feature, position in ``texts``, default
     rank: dict  # service feature -> its position (the order of ``missing_filled``)
@@ -767,15 +776,21 @@ class _RowPlan:
         row.update({n: len(stored) + i for i, n in enumerate(ON_DEMAND_FEATURES) if n in demand})
         take = [row[n] for n in names]
         default = dict(zip(plan.numeric, plan.numeric_defaults.tolist(), strict=True))
+        known_rows = [names.index(n) for n in plan.profile if n in plan.numeric]
+        consecutive = bool(known_rows) and known_rows == list(range(known_rows[0], known_rows[-1] + 1))
+        defaults = np.array([default[n] for n in names], dtype=np.float64)
+        take_rows = None if take == list(range(len(take))) else np.array(take, dtype=np.int64)
         return cls(
             service=service, plan=plan, words=None if offsets is None else snap.words,
             offsets=(np.zeros(0, np.int64) if offsets is None else offsets)[:, None],
             gathered=tuple(snap.numeric[n] for n in gather), n_stored=len(stored),
             texts=tuple(snap.strings[n] for n in txt), tz=txt.index("timezone") if demand else -1,
-            demand=bool(demand), take=None if take == list(range(len(take))) else np.array(take, dtype=np.int64),
-            names=tuple(names), defaults=np.array([default[n] for n in names], dtype=np.float64),
+            demand=bool(demand), take=take_rows, take_col=None if take_rows is None else take_rows[:, None],
+            names=tuple(names), defaults=defaults, defaults_col=defaults[:, None],
             n_float=sum(1 for n in names if n not in plan.ints),
-            known_rows=np.array([names.index(n) for n in plan.profile if n in plan.numeric], dtype=np.int64),
+            known_rows=np.array(known_rows, dtype=np.int64), n_known=len(known_rows),
+            known_at=slice(known_rows[0], known_rows[-1] + 1) if consecutive else np.array(known_rows, dtype=np.int64),
+            row_rank=[plan.names.index(n) for n in names],
             known_txt=tuple(txt.index(n) for n in plan.profile if n in txt),
             out_txt=tuple((n, txt.index(n), d) for n, d in zip(plan.strings, plan.string_defaults, strict=True)),
             rank={n: i for i, n in enumerate(plan.names)}, defaults_of=dict(plan.stored_defaults),
@@ -795,24 +810,35 @@ class _RowPlan:
         return np.array([[a[p] for a in self.gathered] for p in pos], dtype=np.float64).reshape(n, g).T
 
     def read(self, snap: OnlineSnapshot, ids: list[str], req: pd.Timestamp, config) -> OnlineFeatures:
-        plan = self.plan
         rows = snap.rows()
         n = len(ids)
         pos = [rows.get(c, -1) for c in ids]
-        G = self._gather(pos)  # stored values, NaN where the store holds none (as Feast's None)
+        if n == 1 and pos[0] >= 0 and self.words is not None:  # a single decide: one gather, no list
+            G = self.words[self.offsets + pos[0]]
+        else:
+            G = self._gather(pos)  # stored values, NaN where the store holds none (as Feast's None)
         none_row = [None] * len(self.texts)
         T = [[a[p] for a in self.texts] if p >= 0 else none_row for p in pos]  # n lists
-        if self.demand:
-            tz = np.array([t[self.tz] for t in T], dtype=object)
-            local, offset, since = on_demand_block(np.array([req.value / 1e9] * n), tz, G[self.n_stored:], config)
-            block = np.concatenate([G[:self.n_stored], local, offset[None], since])  # -> float64, exact
+        one = on_demand_one(req.value / 1e9, T[0][self.tz], G[self.n_stored:, 0].tolist(), config) \
+            if self.demand and n == 1 else None
+        if one is not None:  # a single decide: its request features as Python numbers, in one array
+            block = np.concatenate([G[:self.n_stored, 0], one])  # (stored + request,): float64, exact
+            block = block[self.take_col] if self.take is not None else block[:, None]
         else:
-            block = G
-        if self.take is not None:
-            block = block[self.take]
+            if self.demand:
+                tz = [t[self.tz] for t in T]
+                local, offset, since = on_demand_block(np.array([req.value / 1e9] * n), tz, G[self.n_stored:],
+                                                       config)
+                block = np.concatenate([G[:self.n_stored], local, offset[None], since])  # -> float64, exact
+            else:
+                block = G
+            if self.take is not None:
+                block = block[self.take]
         # from here exactly assemble_online: known, None -> default, fill counts, dtypes (the
         # profile features are stored ones: their NaNs in the block are the store's Nones)
         na = np.isnan(block)
+        if n == 1:
+            return self._assemble_one(ids, req, T[0], block, na)
         known = ~na[self.known_rows].all(axis=0) if len(self.known_rows) else np.zeros(n, dtype=bool)
         if self.known_txt:
             known |= np.array([any(t[i] is not None for i in self.known_txt) for t in T], dtype=bool)
@@ -827,9 +853,36 @@ class _RowPlan:
                 filled[name] = k
         rank = self.rank
         return OnlineFeatures(service=self.service, request_time=req, customer_ids=tuple(ids), known=known,
-                              columns=dict(zip(plan.names, self.order(columns), strict=True)),
+                              columns=dict(zip(self.plan.names, self.order(columns), strict=True)),
                               defaults=self.defaults_of.copy(),
                               missing_filled=dict(sorted(filled.items(), key=lambda kv: rank[kv[0]])))
+
+    def _assemble_one(self, ids: list[str], req: pd.Timestamp, texts: list, block: np.ndarray,
+                      na: np.ndarray) -> OnlineFeatures:
+        """The rest of :meth:`read` for ONE customer (a single decide): the same flags, defaults,
+        dtypes and fill counts with a few numpy calls in all. ``block`` (k, 1) is the read's own
+        array (a gather, concatenation or take): its missing values are filled in place."""
+        kn = bool(self.n_known and np.count_nonzero(na[self.known_at]) < self.n_known) or any(
+            texts[i] is not None for i in self.known_txt)
+        lost = na.nonzero()[0]  # block rows (float features, then int features) without a value
+        filled = {}
+        if len(lost):
+            np.copyto(block, self.defaults_col, where=na)
+            if kn:  # counted in the service's order (a merge of the two runs)
+                names = self.names
+                filled = {names[r]: 1 for r in sorted(lost.tolist(), key=self.row_rank.__getitem__)}
+        f = self.n_float
+        columns = [*block[:f], *block[f:].astype(np.int64)]  # row views, as assemble_online's mat[i]
+        for name, i, default in self.out_txt:
+            v = texts[i]
+            columns.append(np.array([default if v is None else v], dtype=object))
+            if v is None and kn:
+                filled[name] = 1
+                rank = self.rank  # a text feature joins the numeric ones: in the service's order again
+                filled = dict(sorted(filled.items(), key=lambda kv: rank[kv[0]]))
+        return OnlineFeatures(service=self.service, request_time=req, customer_ids=tuple(ids), known=np.array([kn]),
+                              columns=dict(zip(self.plan.names, self.order(columns), strict=True)),
+                              defaults=self.defaults_of.copy(), missing_filled=filled)
 
 
 def discard_snapshot(store_path: str | Path) -> None:

@@ -590,9 +590,54 @@ class DecisionEngine:
         """Contact features and consent as of ``t``: the online store's values, updated with the
         sends this service logged before ``t`` and the unsubscribes reported to it (which revoke
         the channel's consent)."""
-        t_ns = _ns(t)
-        before = logged.send_at < t_ns
         unsub = logged.unsubscribed
+        if not len(logged.send_at) and not unsub:  # nothing logged for them (most single decides)
+            return
+        t_ns = _ns(t)
+        if len(ids) == 1:
+            # one customer (a single decide): the same arrays from Python numbers (a handful of
+            # logged sends) instead of ContactFeatures' ~30 numpy calls and add_unsubscribes' pandas
+            # conversions. Each reported unsubscribe is at t - 1 s: the channel is revoked iff the
+            # customer reported one on it (a known channel)
+            at_ns = logged.send_at.tolist()
+            if not unsub and not any(at < t_ns for at in at_ns):
+                return
+            code = [_CH_CODE.get(c, -1) for c in logged.channel.tolist()]
+            sent = [(k, at) for k, at in zip(code, at_ns, strict=True) if k >= 0 and at < t_ns]
+            new = ContactFeatures.values_one([k for k, _ in sent], [at for _, at in sent], t_ns)
+            if unsub:
+                gone = {_CH_CODE.get(ch, -1) for c, ch in unsub if c == ids[0]}
+                for j, c in enumerate(CH):
+                    have = np.asarray(cols.get(f"unsubscribed_{c}", np.zeros(1)), dtype=np.float64)
+                    cols[f"unsubscribed_{c}"] = np.maximum(have, j in gone)
+            # np.maximum / np.minimum(store's value as float64, logged one) on Python floats: NaN
+            # from either side, else the larger (smaller), and on a tie the second operand (numpy's
+            # rule, which decides a signed zero); then all of them as views of one array
+            names, merged = [], []
+            for name, v in zip(CONTACT_FEATURES, new, strict=True):
+                have = cols.get(name)
+                if have is None:
+                    continue
+                h = float(np.asarray(have, dtype=np.float64).reshape(1)[0]) if not (
+                    isinstance(have, np.ndarray) and have.shape == (1,)) else float(have[0])
+                names.append(name)
+                if name.startswith("days_"):
+                    merged.append(h if h < v or h != h else v)
+                else:
+                    merged.append(h if h > v or h != h else v)
+            cols.update(zip(names, np.array(merged, dtype=np.float64).reshape(len(names), 1), strict=True))
+            for c in CH:
+                u = cols.get(f"unsubscribed_{c}")
+                if u is None:
+                    continue
+                have = cols.get(f"consent_{c}", 0)
+                if isinstance(u, np.ndarray) and u.shape == (1,) and isinstance(have, np.ndarray) and have.shape == (1,):
+                    # the condition as a Python bool: the same value and dtype as the array form below
+                    cols[f"consent_{c}"] = np.where(float(u[0]) > 0, 0, have)
+                else:
+                    cols[f"consent_{c}"] = np.where(np.asarray(u, dtype=np.float64) > 0, 0, have)
+            return
+        before = logged.send_at < t_ns
         if not before.any() and not unsub:
             return
         customers = np.asarray(ids, dtype=object)
@@ -602,11 +647,8 @@ class DecisionEngine:
             # or dropped as add_sends drops it)
             cid, ch = logged.customer_id[before], logged.channel[before]
             code = np.fromiter((_CH_CODE.get(c, -1) for c in ch), dtype=np.int64, count=len(ch))
-            if len(ids) == 1:
-                pos = np.zeros(len(cid), np.int64)
-            else:
-                where = {c: i for i, c in enumerate(ids)}
-                pos = np.fromiter((where[c] for c in cid), dtype=np.int64, count=len(cid))
+            where = {c: i for i, c in enumerate(ids)}
+            pos = np.fromiter((where[c] for c in cid), dtype=np.int64, count=len(cid))
             keep = code >= 0
             cf = ContactFeatures.of_sends(customers, pos[keep], code[keep], logged.send_at[before][keep])
         else:

@@ -94,3 +94,38 @@ def test_one_row_at_a_time_equals_the_batch_bit_for_bit():
 
 def test_inputs_are_the_documented_ones():
     assert set(SINCE_INPUTS) | {"timezone"} == set(ON_DEMAND_INPUTS)
+
+
+def test_one_row_in_python_numbers_is_the_block_bit_for_bit_at_the_edges():
+    """on_demand_one (a single decide's request features, without numpy) against the vector block
+    on rows a random draw rarely hits: a stored time a hair after the request (rounds to -0.0,
+    which the block's maximum turns into +0.0), half-way roundings, infinities, huge values."""
+    from features.compute import on_demand_block, on_demand_one
+
+    c = FeatureConfig(never_days=321.0)
+    rng = np.random.default_rng(5)
+    n = 3000
+    req = 1_767_225_600 + rng.integers(0, 2 * 365 * DAY, n) + rng.choice([0.0, 0.5, 0.999999], n)
+    tz = rng.choice(ZONES, n)
+    delta = rng.choice([1e-7, -1e-7, -0.01, 0.0432, -0.0432, -0.043201, 0.5 * DAY / 1e6, -0.5 * DAY / 1e6,
+                        np.inf, -np.inf, np.nan, 1e300, -1e300, 3.0 * DAY, 1e-300], (len(SINCE_INPUTS), n))
+    # and whole seconds (stored times are): (req - v) / DAY then often lands where rounding half
+    # of the sixth decimal differs between rint(x * 1e6) / 1e6 and a decimal round(x, 6)
+    whole = rng.random((len(SINCE_INPUTS), n)) < 0.5
+    delta[whole] = rng.integers(-DAY, 900 * DAY, int(whole.sum())).astype(np.float64)
+    since_inputs = req - delta
+    since_inputs[:, ::7] = rng.choice([np.inf, -np.inf, np.nan], (len(SINCE_INPUTS), len(range(0, n, 7))))
+    local, offset, since = on_demand_block(req, tz, since_inputs, c)
+    block = np.vstack([local.astype(np.float64), offset[None], since])
+    for i in range(n):
+        one = on_demand_one(float(req[i]), tz[i], since_inputs[:, i].tolist(), c)
+        assert [type(v) for v in one[:3]] == [int, int, int]
+        assert _bits(np.array(one, dtype=np.float64)) == _bits(block[:, i]), i
+    # what it leaves to the block: a request time that is not a finite number of seconds
+    for bad in (np.nan, np.inf, -np.inf, 2.0 ** 63):
+        assert on_demand_one(bad, "UTC", [0.0] * len(SINCE_INPUTS), c) is None
+    # and the one-row block (a single decide through on_demand_block) is the same as a row of the batch
+    for i in range(0, n, 97):
+        got = on_demand_block(req[i:i + 1], tz[i:i + 1], since_inputs[:, i:i + 1], c)
+        assert [g.dtype for g in got] == [np.int64, np.float64, np.float64]
+        assert _bits(np.vstack([got[0].astype(np.float64), got[1][None], got[2]])) == _bits(block[:, i:i + 1])

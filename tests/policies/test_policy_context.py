@@ -216,8 +216,8 @@ def test_the_mapping_path_equals_the_frame_path_bit_for_bit(monkeypatch, n):
 
 
 def test_one_customer_kappa_equals_the_vector_path():
-    """A single customer's concentration evaluates only its branch: the same bits as the vector
-    path, on every branch and at the branch boundaries."""
+    """A single customer's concentration evaluates only its branch (in Python floats but for the
+    powers): the same bits as the vector path, on every branch and at the branch boundaries."""
     rng = np.random.default_rng(0)
     r = np.concatenate([rng.random(3000), [0.0, -0.0, 0.53, np.nextafter(0.53, 0), 0.85, np.nextafter(0.85, 0),
                                           1.0 - 1e-9, 1.0, 2.0, -1.0, np.inf, -np.inf]])
@@ -225,3 +225,65 @@ def test_one_customer_kappa_equals_the_vector_path():
     one = np.concatenate([pc._kappa(r[i:i + 1]) for i in range(len(r))])
     assert np.array_equal(one.view(np.uint64), vector.view(np.uint64))
     assert (vector == kappa_from_resultant(r)).all()
+    # a scalar in: a numpy scalar out, as before
+    scalar = kappa_from_resultant(0.9)
+    assert type(scalar) is np.float64 and scalar == pc._kappa(np.array([0.9, 0.1]))[0]
+    # NaN (which kappa_from_resultant turns into 0 first) stays NaN on both paths
+    assert np.isnan(pc._kappa(np.array([np.nan]))).all() and np.isnan(pc._kappa(np.array([np.nan, 0.5])))[0]
+
+
+def test_one_customer_context_equals_its_row_of_the_batch():
+    """A single decide's context (one-value arrays, int64 and float64: Python floats and one numpy
+    call per transcendental function) is its row of the batch's, bit for bit, on every kappa
+    branch, clip bound, signed zero and infinity; a column it cannot take as one number (text,
+    lists) takes the general path."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e308, -1e308, 0.53, 0.85, 1.0 - 1e-9, 1.0, 24.0,
+                         400.0, 365.0, 30.0, 15.0, 12.0, 1e-300])
+    feats = {}
+    for name in pc._IN_NAMES:
+        v = rng.normal(0, 1, n) * rng.choice([1.0, 30.0, 1000.0])
+        hit = rng.random(n) < 0.3
+        v[hit] = rng.choice(specials, int(hit.sum()))
+        feats[name] = v
+    for name in ("orders_90d", "sends_7d", "sends_1d"):
+        feats[name] = rng.integers(0, 5, n)  # int columns, as the online read gives them
+    with np.errstate(all="ignore"):
+        batch = context_matrix(feats)
+        for i in range(n):
+            one = context_matrix({k: v[i:i + 1] for k, v in feats.items()})
+            assert one.shape == (1, len(CONTEXT_COLUMNS)) and one.flags.c_contiguous
+            assert np.array_equal(one.view(np.uint64), batch[i:i + 1].view(np.uint64)), i
+    row = {k: v[:1] for k, v in feats.items()}
+    text = {**row, "orders_90d": np.array(["3"], dtype=object)}  # coerced as a frame does
+    assert np.array_equal(context_matrix(text), context_matrix(pd.DataFrame(text)))
+    with pytest.raises(ValueError):  # not one value per column: not silently joined
+        context_matrix({**row, "orders_180d": np.zeros(0), "sends_7d": np.zeros(2)})
+    listed = {k: v.tolist() for k, v in row.items()}  # lists, not arrays: the same
+    assert np.array_equal(context_matrix(listed).view(np.uint64), batch[:1].view(np.uint64))
+
+
+def test_one_customer_contact_features_equal_the_vector_path():
+    """ContactFeatures of one customer (a single decide) count and date its sends in Python: the
+    same arrays as the vector path, at the window edges, with sends after ``at``, on every channel,
+    none at all, and past the Python path's size."""
+    day = 86_400 * 10**9
+    t = 1_767_225_600 * 10**9
+    rng = np.random.default_rng(9)
+    edges = np.array([0, 1, day - 1, day, day + 1, 7 * day - 1, 7 * day, 7 * day + 1, 30 * day, -1, -day])
+    for k in [0, 1, 2, 3, 5, 8, 20, 64, 65, 200]:
+        for _ in range(20):
+            back = np.where(rng.random(k) < 0.5, rng.choice(edges, k), rng.integers(-2 * day, 40 * day, k))
+            at, ch = t - back, rng.integers(0, len(pc.CH), k)
+            one = pc.ContactFeatures.of_sends(np.array(["a"], object), np.zeros(k, np.int64), ch, at)
+            # the vector path: the same sends of the first of two customers
+            two = pc.ContactFeatures.of_sends(np.array(["a", "b"], object), np.zeros(k, np.int64), ch, at)
+            got, want = one.arrays(t), two.arrays(t)
+            assert list(got) == list(want) == list(pc.CONTACT_FEATURES)
+            for name in got:
+                assert got[name].dtype == np.float64 and got[name].shape == (1,), name
+                assert got[name].view(np.uint64).tolist() == want[name][:1].view(np.uint64).tolist(), (k, name)
+    # a time given as a timestamp, not ns: the same
+    cf = pc.ContactFeatures.of_sends(np.array(["a"], object), np.zeros(2, np.int64), [0, 2], [t - day, t - 3 * day])
+    assert cf.arrays(pd.Timestamp(t, tz="UTC"))["days_since_contact_" + pc.CH[2]].tolist() == [3.0]
