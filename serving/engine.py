@@ -681,8 +681,11 @@ class DecisionEngine:
         h_code, h_ch, h_at = self._hist.rows(uniq)
         if len(logged.customer_id):
             # every logged send is of one of uniq (measured on 100k: a dict and map beat pd.Index's join)
-            row = dict(zip(uniq, range(len(uniq)), strict=True))
-            l_code = np.array(list(map(row.__getitem__, logged.customer_id)), dtype=np.int64).reshape(-1)
+            if len(uniq) == 1:
+                l_code = np.zeros(len(logged.customer_id), dtype=np.int64)
+            else:
+                row = dict(zip(uniq, range(len(uniq)), strict=True))
+                l_code = np.array(list(map(row.__getitem__, logged.customer_id)), dtype=np.int64).reshape(-1)
             l_ch = np.array([_CH_CODE.get(c, -1) for c in logged.channel], dtype=np.int64).reshape(-1)
             keep = l_ch >= 0
             if keep.all():
@@ -728,13 +731,34 @@ class DecisionEngine:
         # share; a share above the smallest is a category seen (conservative: when every category
         # was seen equally often, none counts)
         k = len(CATEGORIES)
-        m = np.array([col(name) for name in names], dtype=np.float64).reshape(len(names), n)
-        consent = (m[:4] > 0).T
-        reachable = (m[4:8] > 0).T
-        orders, views = m[8:8 + k], m[8 + k:]
-        interest = ((orders > orders.min(axis=0) + 1e-9) | (views > views.min(axis=0) + 1e-9)).T
+        m = None
+        if n:
+            # the usual case, numeric arrays of every column: one concatenation (the same casts as
+            # np.asarray(v, float64); anything else, missing or odd columns, takes the general stack)
+            try:
+                vals = [cols[name] for name in names]
+                if set(map(len, vals)) == {n}:
+                    m = np.concatenate(vals, dtype=np.float64)
+            except (KeyError, TypeError, ValueError):
+                m = None
+        if m is None:
+            m = np.array([col(name) for name in names], dtype=np.float64)
+        m = m.reshape(len(names), n)
+        flags = (m[:8] > 0).T
+        consent, reachable = flags[:, :4], flags[:, 4:]
+        if n == 1:
+            # one decision: the shares' comparisons on the 12 Python floats (IEEE doubles as in numpy;
+            # a NaN share makes numpy's minimum NaN, so no category of that kind counts)
+            f = m[8:, 0].tolist()
+            orders, views = f[:k], f[k:]
+            lo_o = math.nan if any(x != x for x in orders) else min(orders) + 1e-9
+            lo_v = math.nan if any(x != x for x in views) else min(views) + 1e-9
+            interest = np.array([[o > lo_o or v > lo_v for o, v in zip(orders, views, strict=True)]], dtype=bool)
+        else:
+            shares = m[8:].reshape(2, k, n)  # orders, views
+            interest = (shares > shares.min(axis=1, keepdims=True) + 1e-9).any(axis=0).T
         tz = np.asarray(cols["timezone"], dtype=object) if "timezone" in cols else np.array(["UTC"] * n, dtype=object)
-        if n and all(_valid_tz(z) for z in (set(tz.tolist()) if n > 16 else tz)):
+        if n and all(map(_valid_tz, set(tz.tolist()) if n > 16 else tz)):
             tz = tz.copy()  # every zone is valid (the usual case): checked once per distinct zone
         else:
             tz = np.array([z if _valid_tz(z) else "UTC" for z in tz], dtype=object)
@@ -750,16 +774,30 @@ class DecisionEngine:
                 groups.setdefault((r.channels, r.offers, r.window, r.allow_no_send), []).append(i)
         if not groups:
             return  # no limits: the guardrails' mask keeps no-send for everyone already
+        # the arms each kind of limit removes, memoised per arm space (the limits are hashable tuples
+        # of a few values; a bounded dict)
+        memo = self.__dict__.get("_restrict_memo")
+        if memo is None or memo[0] is not a:
+            memo = self.__dict__["_restrict_memo"] = (a, {})
         for (channels, offers, window, allow_no_send), rows in groups.items():
-            keep = np.ones(a.n_arms, dtype=bool)
-            if channels:
-                keep &= ~send | np.isin(a.channel, [CHANNELS.index(c) for c in channels])
-            if offers:
-                keep &= ~send | np.isin(a.offer, [a.catalog.code(o) for o in offers])
-            if window:
-                keep &= ~send | ((a.slot >= window[0]) & (a.slot < window[1]))
+            drop = memo[1].get((channels, offers, window))
+            if drop is None:
+                keep = np.ones(a.n_arms, dtype=bool)
+                if channels:
+                    keep &= ~send | np.isin(a.channel, [CHANNELS.index(c) for c in channels])
+                if offers:
+                    keep &= ~send | np.isin(a.offer, [a.catalog.code(o) for o in offers])
+                if window:
+                    keep &= ~send | ((a.slot >= window[0]) & (a.slot < window[1]))
+                drop = np.flatnonzero(~keep)
+                if len(memo[1]) > 1024:
+                    memo[1].clear()
+                memo[1][(channels, offers, window)] = drop
             idx = np.asarray(rows)
-            mask[np.ix_(idx, np.flatnonzero(~keep))] = False
+            if len(idx) == 1:
+                mask[idx[0], drop] = False
+            else:
+                mask[np.ix_(idx, drop)] = False
             if not allow_no_send:
                 can_send = mask[idx][:, send].any(axis=1)
                 mask[idx[can_send], NO_SEND_INDEX] = False
@@ -1630,6 +1668,15 @@ _NO_HISTORY = SendHistory(pd.Index([], dtype=object), np.zeros(0, np.int64), np.
                           np.zeros(0, np.int64))
 
 
+def _empty_int64() -> np.ndarray:
+    a = np.zeros(0, np.int64)
+    a.flags.writeable = False
+    return a
+
+
+_NONE3 = (_empty_int64(), _empty_int64(), _empty_int64())  # no sends (read-only: shared by every caller)
+
+
 @dataclass(frozen=True)
 class _SendIndex:
     """Sends grouped by customer, built once, so a request finds its customers' sends by a dict
@@ -1666,11 +1713,11 @@ class _SendIndex:
     def rows(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(position in ``ids``, channel code, send_at ns) of every send of those customers."""
         if not self.where:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return _NONE3
         if len(ids) == 1:  # one decision: its customer's run of sends, if any
             s = self.where.get(ids[0])
             if s is None:
-                return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+                return _NONE3
             a, b = s
             return np.zeros(b - a, np.int64), self.channel[a:b].copy(), self.send_at[a:b].copy()
         got = list(map(self.where.get, ids))
