@@ -15,7 +15,7 @@ import numpy as np
 
 from core.errors import InputError
 from policies.arms import ArmSpace
-from policies.base import Policy, argmax_distribution, uniform_distribution
+from policies.base import Policy, argmax_distribution, run_blocks, uniform_distribution
 
 
 class ThompsonSampling(Policy):
@@ -73,7 +73,8 @@ class ThompsonSampling(Policy):
         counts = np.zeros((n, K))
         chunk = max(1, int(8_000_000 // max(1, M * K)))  # customers per chunk: bounded memory
         fast = getattr(self.model_, "best_arms_from", None)
-        for lo in range(0, n, chunk):
+
+        def block(lo: int) -> None:
             sl = slice(lo, min(n, lo + chunk))
             e = E[sl]
             best = fast(Z[sl], e, draws) if fast is not None else None
@@ -84,6 +85,9 @@ class ThompsonSampling(Policy):
             c = e.shape[0]
             flat = (np.arange(c)[:, None] * K + best.T).ravel()
             counts[sl] = np.bincount(flat, minlength=c * K).reshape(c, K)
+
+        # the chunks are independent (the same chunks, the same numbers, whichever thread)
+        run_blocks(block, range(0, n, chunk))
         counts /= M
         return counts
 

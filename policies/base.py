@@ -15,6 +15,9 @@ reward estimates into preferences (:meth:`Policy._preferences`).
 from __future__ import annotations
 
 import inspect
+import itertools
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -138,6 +141,78 @@ def uniform_distribution(eligible: np.ndarray) -> np.ndarray:
 
 #: rows per block of Policy._distribution's normalisation
 _NORMALISE_ROWS = 2048
+
+_HELPER_LOCK = threading.Lock()
+_helper = None  # one helper thread for the row blocks of large calls (run_blocks), made on first use
+
+
+def run_blocks(work: Callable[[object], None], items: Sequence) -> None:
+    """``work(item)`` for every item, on this thread and one helper thread, each taking the next
+    item when it is done with one. For large calls whose blocks of rows are independent (each
+    writes its own rows of an output): the array work of a block (ufuncs, reductions, GEMMs)
+    releases the GIL, so a campaign batch keeps both cores busy while the other one of the pair
+    is idle. Every block is computed exactly as serially, so the numbers do not depend on which
+    thread took it. A helper busy with another call simply takes no block of this one."""
+    global _helper
+    if len(items) < 2:
+        for item in items:
+            work(item)
+        return
+    with _HELPER_LOCK:
+        if _helper is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _helper = ThreadPoolExecutor(1, thread_name_prefix="policy-blocks")
+    taken = itertools.count()  # next() on a count is atomic under the GIL
+    failed: list[BaseException] = []
+
+    def loop() -> None:
+        while not failed:
+            k = next(taken)
+            if k >= len(items):
+                return
+            try:
+                work(items[k])
+            except BaseException as exc:  # stop both loops; raised by the caller below
+                failed.append(exc)
+                raise
+
+    _one_blas_thread(+1)
+    try:
+        helped = _helper.submit(loop)
+        try:
+            loop()
+        finally:
+            if not helped.cancel():  # not started yet: nothing of ours runs there
+                helped.exception()  # wait: it may still be writing a block
+    finally:
+        _one_blas_thread(-1)
+    if failed:
+        raise failed[0]
+
+
+_blas = {"users": 0, "limiter": None}
+
+
+def _one_blas_thread(step: int) -> None:
+    """While any run_blocks call runs, BLAS uses one thread per caller: the two threads of
+    run_blocks are the parallelism, and a parallel BLAS's worker, which spins between the many
+    small GEMMs of the blocks, would take a core from them (about a core-second per 100k-customer
+    campaign on 2 cores). OpenBLAS computes every element of a GEMM the same way whatever its
+    thread count (it splits the output, not the sums), so the numbers do not change. The limit
+    is process-wide (threadpoolctl): counted, so the last call to finish restores it."""
+    with _HELPER_LOCK:
+        _blas["users"] += step
+        try:
+            if step > 0 and _blas["users"] == 1:
+                from threadpoolctl import threadpool_limits
+
+                _blas["limiter"] = threadpool_limits(limits=1, user_api="blas")
+            elif step < 0 and _blas["users"] == 0 and _blas["limiter"] is not None:
+                _blas["limiter"].restore_original_limits()
+                _blas["limiter"] = None
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            pass
 
 
 def _normalise(pref: np.ndarray | None, E: np.ndarray, share: float) -> np.ndarray:
@@ -396,11 +471,15 @@ class Policy:
         n = Z.shape[0]
         if n <= _NORMALISE_ROWS:
             return _normalise(pref, E, share)
-        # row by row arithmetic: blocks of rows whose temporaries stay in cache, same numbers
+        # row by row arithmetic: blocks of rows whose temporaries stay in cache, same numbers (on
+        # two threads: run_blocks)
         dist = np.empty(E.shape)
-        for lo in range(0, n, _NORMALISE_ROWS):
+
+        def block(lo: int) -> None:
             sl = slice(lo, lo + _NORMALISE_ROWS)
             dist[sl] = _normalise(None if pref is None else pref[sl], E[sl], share)
+
+        run_blocks(block, range(0, n, _NORMALISE_ROWS))
         return dist
 
     def decide(self, context, eligible, scores=None, rng: np.random.Generator | None = None) -> Decision:

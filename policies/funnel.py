@@ -127,6 +127,22 @@ def _focus_prior(n_features: int, level: float, focus: float | None, names: tupl
     return out
 
 
+def _best_cells(eta_open, q, per_channel, cs_ok) -> tuple[np.ndarray, np.ndarray]:
+    """(n, M) the best eligible (channel, slot) cell and its value P(open) q - per_channel, from
+    the open model's linear predictors (n, M, C*S), the best offer's value q (n, M), the channel
+    costs (n, M, C) and the eligible cells (n, C, S)."""
+    n, M = q.shape
+    nc, ns = cs_ok.shape[1:]
+    r = expit(eta_open).reshape(n, M, nc, ns)
+    with np.errstate(invalid="ignore"):  # 0 * -inf only where no offer is eligible (masked next)
+        r *= q[:, :, None, None]
+    r -= per_channel[..., None]
+    if not cs_ok.all():
+        np.copyto(r, -np.inf, where=~cs_ok[:, None])
+    r = r.reshape(n, M, nc * ns)
+    return r.argmax(axis=2), r.max(axis=2)  # max: the value at the argmax (NaN only where q is -inf: no send)
+
+
 class FunnelRewardModel:
     """Expected uplift of every arm over no-send, from funnel GLMs (see the module docstring).
 
@@ -320,15 +336,29 @@ class FunnelRewardModel:
         best_o = per_offer.argmax(axis=2)  # (n, M)
         q = per_offer.max(axis=2)  # the value at best_o
         per_channel = self.channel_cost + self.reward_config.unsubscribe_penalty * expit(eta_unsub)  # (n, M, C)
-        r = expit(eta_open).reshape(n, M, nc, ns)
-        with np.errstate(invalid="ignore"):  # 0 * -inf only where no offer is eligible (masked next)
-            r *= q[:, :, None, None]
-        r -= per_channel[..., None]
-        if not cs_ok.all():
-            np.copyto(r, -np.inf, where=~cs_ok[:, None])
-        r = r.reshape(n, M, nc * ns)
-        best_cs = r.argmax(axis=2)
-        best_r = r.max(axis=2)  # the value at best_cs (NaN only where q is -inf: no send then)
+        # a customer who may be contacted on one channel only (most of an audience: consent): the
+        # other channels' cells are -inf, so the best cell is that channel's best slot, the same
+        # values on 1/C of the cells (first maximum: the same cell, ties included)
+        single = np.count_nonzero(cs_ok.any(axis=2), axis=1) == 1
+        if not single.any():
+            best_cs, best_r = _best_cells(eta_open, q, per_channel, cs_ok)
+        else:
+            best_cs, best_r = np.empty((n, M), dtype=np.int64), np.empty((n, M))
+            one = slice(None) if single.all() else np.flatnonzero(single)
+            ch = cs_ok[one].any(axis=2).argmax(axis=1)  # (n1,) the channel
+            at = np.arange(len(ch))
+            slots = cs_ok[one][at, ch]  # (n1, S)
+            r = expit(eta_open[one].reshape(-1, M, nc, ns)[at, :, ch])  # (n1, M, S)
+            with np.errstate(invalid="ignore"):
+                r *= q[one][:, :, None]
+            r -= per_channel[one][at, :, ch][..., None]
+            if not slots.all():
+                np.copyto(r, -np.inf, where=~slots[:, None])
+            best_cs[one] = ch[:, None] * ns + r.argmax(axis=2)
+            best_r[one] = r.max(axis=2)
+            if not single.all():
+                rest = np.flatnonzero(~single)
+                best_cs[rest], best_r[rest] = _best_cells(eta_open[rest], q[rest], per_channel[rest], cs_ok[rest])
         arm = self._tables()[0][best_cs] + best_o * ns  # index_of_levels(c, best_o, s)
         send_ok = np.isfinite(best_r) & np.isfinite(q)
         # no-send (uplift 0) wins ties and whenever nothing to send beats it

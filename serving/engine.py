@@ -462,6 +462,8 @@ class DecisionEngine:
 
                     self._bulk_scorer = ThreadPoolExecutor(1, thread_name_prefix="decision-bulk-scores")
             early = self._bulk_scorer.submit(self._customer_scores, cols, n, snap)
+            # and then their texts in the log's JSON (``_bulk_rows``), still while the policy runs
+            early_texts = self._bulk_scorer.submit(lambda: {k: _finite_reprs(v) for k, v in early.result().items()})
         X = self._context(cols, n)
         plan.context = X
         # 3. guardrails (caps see the profiles' recent campaign sends and the logged ones)
@@ -520,6 +522,26 @@ class DecisionEngine:
         plan.distribution = dist
         self.guardrails.settle(elig, arm)
         # 6. champion scores of the chosen action
+        if n >= BULK_MIN_REQUESTS:
+            # an audience: the scorer thread predicts them (LightGBM, without the GIL; queued behind
+            # the customer scores) chunk by chunk of the log's rows, while this thread builds, under
+            # _decide_bulk (its ``bulk_sink``), each chunk's log rows as soon as its scores are in,
+            # so the writer thread inserts the first rows while the last are predicted. The models
+            # score row by row: a chunk's scores are those of one call for every row
+            sink = getattr(self._local, "bulk_sink", None)
+            edges = _chunk_edges(n, np.cumsum(self.arm_space.is_send[arm])) if sink is not None else [0, n]
+            chunks = [self._bulk_scorer.submit(self._bulk_scores, cols, n, arm, elig, snap, lo, hi)
+                      for lo, hi in zip(edges, edges[1:], strict=False)]
+            customer = early.result()
+            texts = early_texts.result() if sink is not None else {}
+            got = []
+            for lo, hi, chunk in zip(edges, edges[1:], chunks, strict=False):
+                got.append(chunk.result())
+                if sink is not None:
+                    sink(plan, lo, hi, {**{k: v[lo:hi] for k, v in customer.items()}, **got[-1]},
+                         {k: v[lo:hi] for k, v in texts.items()})
+            plan.scores = _joined_scores(customer, edges, got, n)
+            return plan
         plan.scores = self._scores(cols, n, arm, elig, snap, None if early is None else early.result())
         return plan
 
@@ -868,6 +890,16 @@ class DecisionEngine:
                 out["p_open"] = spread(self._predict(est, get, len(sends), src))
         return out
 
+    def _bulk_scores(self, cols: dict, n: int, arm: np.ndarray, elig, snap: ChampionSnapshot,
+                     lo: int, hi: int) -> dict[str, np.ndarray]:
+        """The chosen actions' scores (``_scores`` without the customer's) of rows lo:hi of an
+        audience of ``n``."""
+        if lo == 0 and hi == n:
+            return self._scores(cols, n, arm, elig, snap, {})
+        rows = slice(lo, hi)
+        return self._scores({k: v[rows] for k, v in cols.items()}, hi - lo, arm[rows], _RowsOf(elig, rows, n),
+                            snap, {})
+
     def _predict(self, est, get, m: int, source: dict | None = None, memo: dict | None = None) -> np.ndarray:
         """P(y=1) of one of our LightGBM estimators on ``m`` rows whose columns ``get(name)``
         returns (or, faster, ``source[name]``: one C-level itemgetter for all of them): the native
@@ -987,32 +1019,57 @@ class DecisionEngine:
             if key not in seen:
                 seen.add(key)
                 self._check_request(r)
-        plan = self._plan(reqs)
         # the log rows are built chunk by chunk and each chunk goes to the writer thread as soon
         # as it is built: SQLite inserts the first rows (without the GIL) while this thread builds
-        # the next; all chunks are one transaction, so the batch is logged whole or not at all
-        with _BULK_WRITER_LOCK:
-            if getattr(self, "_bulk_writer", None) is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._bulk_writer = ThreadPoolExecutor(1, thread_name_prefix="decision-log-bulk")
+        # the next; all chunks are one transaction, so the batch is logged whole or not at all.
+        # The plan hands over each chunk as soon as its scores are predicted (``sink``): the rest
+        # of the plan (the other chunks' scores) runs in the scorer thread meanwhile
         feed: queue.SimpleQueue = queue.SimpleQueue()
-        written = self._bulk_writer.submit(self.log.append_column_chunks, _drain(feed))
-        shared = self._bulk_shared(plan)
         parts: list[_BulkRows] = []
-        complete = True
+        state: dict = {"complete": True, "written": None, "shared": None}
+
+        def start(plan: _Plan) -> None:
+            with _BULK_WRITER_LOCK:
+                if getattr(self, "_bulk_writer", None) is None:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._bulk_writer = ThreadPoolExecutor(1, thread_name_prefix="decision-log-bulk")
+            state["written"] = self._bulk_writer.submit(self.log.append_column_chunks, _drain(feed))
+            state["shared"] = self._bulk_shared(plan)
+
+        def sink(plan: _Plan, lo: int, hi: int, scores: dict | None = None, texts: dict | None = None) -> None:
+            if not state["complete"]:
+                return
+            if state["written"] is None:
+                start(plan)
+            state["shared"]["scores"] = {lo: scores} if scores is not None else {}
+            state["shared"]["score_texts"] = {lo: texts} if texts is not None else {}
+            part = self._bulk_rows(reqs[lo:hi], plan, lo, state["shared"])
+            if part is None:
+                state["complete"] = False
+                return
+            parts.append(part)
+            feed.put((part.columns, part.layouts))
+
+        self._local.bulk_sink = sink
         try:
-            for lo in range(0, plan.n, BULK_CHUNK):
-                part = self._bulk_rows(reqs[lo:lo + BULK_CHUNK], plan, lo, shared)
-                if part is None:
-                    complete = False
-                    break
-                parts.append(part)
-                feed.put((part.columns, part.layouts))
+            try:
+                plan = self._plan(reqs)
+            finally:
+                self._local.bulk_sink = None
+            # the rows the plan did not hand over (it returned before the scores: no feature store)
+            edges = _chunk_edges(plan.n)
+            for lo, hi in zip(edges, edges[1:], strict=False):
+                if lo >= sum(len(p.reasons) for p in parts):
+                    sink(plan, lo, hi)
+            if state["written"] is None:
+                start(plan)
         except BaseException as exc:
-            feed.put(exc)  # rolls the transaction back
-            written.exception()
+            if state["written"] is not None:
+                feed.put(exc)  # rolls the transaction back
+                state["written"].exception()
             raise
+        written, complete = state["written"], state["complete"]
         if not complete or not parts:  # a value only the record path can judge (say NaN in a context): its error
             feed.put(_NOT_LOGGED)
             written.exception()
@@ -1065,7 +1122,10 @@ class DecisionEngine:
     def _bulk_rows(self, reqs: list[Request], plan: _Plan, lo: int, shared: dict) -> _BulkRows | None:
         """The decision log's columns of ``_records(reqs, plan)`` for the plan's rows
         ``lo:lo + len(reqs)`` (``reqs`` being those rows' requests), plus the per-row Python
-        values the responses need. None when a context value is not finite (the record path raises)."""
+        values the responses need. None when a context value is not finite (the record path raises).
+        The scores are the plan's, or those rows' in ``shared["scores"][lo]`` (the plan's are not
+        all in yet: ``_decide_bulk``); ``shared["score_texts"][lo]``: float texts of some of them,
+        by score name, computed already."""
         n, t, arm = len(reqs), plan.decided_at, plan.arm[lo:lo + len(reqs)]
         rows = slice(lo, lo + n)
         arm_ids, arm_channel, arm_offer = self._arm_ids, *self._arm_labels()
@@ -1087,17 +1147,22 @@ class DecisionEngine:
         acted = shared["acted"][rows]
         g_json = shared["g_json"]
         # scores: the rows of one pattern of finite scores share a template
-        score_names = list((plan.scores or {}).keys())
-        score_vals = [np.asarray(v, dtype=np.float64)[rows] for v in (plan.scores or {}).values()]
+        scores = shared.get("scores", {}).get(lo)
+        if scores is None:
+            scores = {k: np.asarray(v, dtype=np.float64)[rows] for k, v in (plan.scores or {}).items()}
+        score_names = list(scores.keys())
+        score_vals = [np.asarray(v, dtype=np.float64) for v in scores.values()]
         pattern = np.zeros(n, dtype=np.int64)
         for j, v in enumerate(score_vals):
             pattern |= np.isfinite(v).astype(np.int64) << j
         scores_json: list = [None] * n
+        done = shared.get("score_texts", {}).get(lo) or {}
         for p in np.unique(pattern).tolist():
             which = [j for j in range(len(score_names)) if p >> j & 1]
             at = np.flatnonzero(pattern == p)
             tmpl = "{" + ",".join(f"{_dumps(score_names[j])}:%s" for j in which) + "}"
-            texts = list(zip(*(_float_reprs(score_vals[j][at]).tolist() for j in which), strict=True)) \
+            texts = list(zip(*((done[score_names[j]][at] if score_names[j] in done else
+                                _float_reprs(score_vals[j][at])).tolist() for j in which), strict=True)) \
                 if which else [()] * len(at)
             for i, tx in zip(at.tolist(), texts, strict=True):
                 scores_json[i] = tmpl % tx
@@ -1280,6 +1345,30 @@ _END = object()  # the last chunk of a bulk write was handed over
 _NOT_LOGGED = InputError("the batch is logged by the record path instead")  # the bulk write rolls back
 
 
+def _chunk_edges(n: int, sends: np.ndarray | None = None) -> list[int]:
+    """Where the bulk path's chunks of ``n`` rows begin (and ``n``): BULK_CHUNK rows each, the
+    first a quarter of that in a large audience (the writer thread starts inserting sooner).
+    ``sends``: the number of sends up to each row (cumulative), when the chunks are scored apart:
+    a chunk with a single send joins a neighbour (one row would take LightGBM's single-row entry,
+    where one call for every row takes the matrix one)."""
+    first = BULK_CHUNK // 4 if n >= 4 * BULK_CHUNK else BULK_CHUNK
+    edges = [0, *range(first, n, BULK_CHUNK), n] if n > first else [0, n]
+    if sends is None or len(edges) == 2:
+        return edges
+
+    def count(lo: int, hi: int) -> int:
+        return int(sends[hi - 1]) - (int(sends[lo - 1]) if lo else 0)
+
+    cut = [0]
+    for hi in edges[1:-1]:
+        if count(cut[-1], hi) != 1:
+            cut.append(hi)
+    cut.append(n)
+    while len(cut) > 2 and count(cut[-2], n) == 1:
+        cut.pop(-2)
+    return cut
+
+
 def _drain(feed: queue.SimpleQueue):
     """The chunks put on ``feed`` until _END; an exception put on it is raised (the write rolls back)."""
     while True:
@@ -1310,12 +1399,53 @@ class _BulkRows:
             return parts[0]
         first = parts[0]
         names = first.scores[0]
+        if any(p.scores[0] != names for p in parts):
+            # chunks scored apart: one without a send has no action scores (NaN for all its rows)
+            names = list(dict.fromkeys(k for p in parts for k in p.scores[0]))
+            parts = [p._with_scores(names) for p in parts]
         return cls(
             columns={c: [v for p in parts for v in p.columns[c]] for c in first.columns},
             scores=(names, [[v for p in parts for v in p.scores[1][j]] for j in range(len(names))],
                     [v for p in parts for v in p.scores[2]]),
             reasons=[v for p in parts for v in p.reasons], acted=[v for p in parts for v in p.acted],
             versions=first.versions, layouts={i: c for p in parts for i, c in p.layouts.items()})
+
+    def _with_scores(self, names: list[str]) -> _BulkRows:
+        """These rows with the scores ``names`` (a superset of theirs; NaN where they have none)."""
+        own, values, pattern = self.scores
+        n = len(pattern)
+        at = {k: j for j, k in enumerate(own)}
+        bits = [(at[k], j) for j, k in enumerate(names) if k in at]
+        return _BulkRows(
+            columns=self.columns, reasons=self.reasons, acted=self.acted, versions=self.versions,
+            layouts=self.layouts,
+            scores=(names, [values[at[k]] if k in at else [math.nan] * n for k in names],
+                    [sum(((p >> i) & 1) << j for i, j in bits) for p in pattern]))
+
+
+class _RowsOf:
+    """The rows ``rows`` of an eligibility object's per-row arrays (those of length ``n``)."""
+
+    def __init__(self, of, rows: slice, n: int):
+        self._of, self._rows, self._n = of, rows, n
+
+    def __getattr__(self, name: str):
+        v = getattr(self._of, name)
+        return v[self._rows] if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == self._n else v
+
+
+def _joined_scores(customer: dict, edges: list[int], chunks: list[dict], n: int) -> dict[str, np.ndarray]:
+    """The scores of the whole audience from its customer scores and the action scores of the
+    chunks between ``edges`` (NaN where a chunk has none: no send in it)."""
+    if len(chunks) == 1:
+        return {**customer, **chunks[0]}
+    out = dict(customer)
+    for lo, hi, got in zip(edges, edges[1:], chunks, strict=False):
+        for k, v in got.items():
+            if k not in out:
+                out[k] = np.full(n, np.nan)
+            out[k][lo:hi] = v
+    return out
 
 
 _ACTION_SET = set(Action.model_fields)
@@ -1368,6 +1498,15 @@ def _float_reprs(values: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(values))
 
 
+def _finite_reprs(values: np.ndarray) -> np.ndarray:
+    """``_float_reprs`` of the finite values (None elsewhere: a score the log does not write)."""
+    v = np.asarray(values, dtype=np.float64)
+    out = np.full(v.shape, None, dtype=object)
+    ok = np.isfinite(v)
+    out[ok] = _float_reprs(v[ok])
+    return out
+
+
 def _context_columns(context: np.ndarray | None, extra: list[dict], n: int) -> tuple | None:
     """The stored context (policies.log.encode_context_matrix: blobs, layout ids, free-form JSON,
     layouts) of ``dict(zip(CONTEXT_COLUMNS, round(row, 6))) | extra[i]`` for every row, as the
@@ -1382,9 +1521,34 @@ def _context_columns(context: np.ndarray | None, extra: list[dict], n: int) -> t
 
 
 def _distribution_json(dist: np.ndarray | None, arm_ids, n: int) -> list[str]:
-    """The JSON of ``{arm_id: p}`` over each row's non-zero probabilities, in arm order."""
+    """The JSON of ``{arm_id: p}`` over each row's non-zero probabilities, in arm order. Rows
+    with the same probabilities (the same allowed arms and posterior counts: most of an audience)
+    share one text: a fingerprint of each row groups candidates, and a row is only given its
+    group's text when it equals the group's first row exactly (any other row gets its own)."""
     if dist is None:
         return [_dumps({NO_SEND: 1.0})] * n
+    if n < 64:
+        return _distinct_distribution_json(dist, arm_ids, n)
+    weights = np.random.default_rng(len(arm_ids)).random(dist.shape[1]) + 0.5
+    codes, _ = pd.factorize(dist @ weights, use_na_sentinel=False)
+    first = np.empty(codes.max() + 1, dtype=np.int64)
+    first[codes[::-1]] = np.arange(n - 1, -1, -1)  # a row of each group (any would do: each is checked)
+    rep = first[codes]
+    same = np.empty(n, dtype=bool)
+    for lo in range(0, n, 4096):  # blocks: the gathered rows stay in cache
+        sl = slice(lo, lo + 4096)
+        same[sl] = (dist[sl] == dist[rep[sl]]).all(axis=1)
+    own = ~same | (rep == np.arange(n))  # group heads, and rows unlike their head
+    at = np.flatnonzero(own)
+    text = np.empty(n, dtype=object)
+    text[at] = _distinct_distribution_json(dist[at], arm_ids, len(at))
+    others = np.flatnonzero(~own)
+    text[others] = text[rep[others]]  # heads: written above
+    return text.tolist()
+
+
+def _distinct_distribution_json(dist: np.ndarray, arm_ids, n: int) -> list[str]:
+    """``_distribution_json`` of every row, each written out."""
     rows_nz, cols_nz = np.nonzero(dist)
     keys = np.array([f"{_dumps(a)}:" for a in arm_ids], dtype=object)
     parts = (keys[cols_nz] + _float_reprs(dist[rows_nz, cols_nz])).tolist()
