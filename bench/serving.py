@@ -205,8 +205,6 @@ def _fresh_state(eng, folder: Path) -> None:
     eng.log = DecisionLog(folder / "decisions.sqlite", synchronous="NORMAL")
     eng._commits = GroupCommit(eng.log)
     eng._local = threading.local()  # the read connections of the logged sends: to the new log
-    if getattr(eng, "_checkpoints", None) is not None:
-        eng._checkpoints.log = eng.log
     eng.guardrails.ledger = BudgetLedger(folder / "budget.sqlite")
 
 

@@ -778,11 +778,14 @@ class DecisionLog:
             stored += [columns["context_layout"], columns.get("context_extra", [None] * n)]
         return list(zip(*stored, strict=True)), binary
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> tuple[int, int, int] | None:
         """Copy the committed WAL into the database file now, as far as readers allow (SQLite's
         passive checkpoint): what a commit does when the WAL has grown past 1000 pages; a bulk
-        :meth:`append_columns` leaves it to the caller."""
-        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        :meth:`append_columns` leaves it to the caller. Returns SQLite's (busy, frames in the
+        WAL, frames copied): all copied when the last two are equal, and then the next commit
+        starts the WAL afresh."""
+        row = self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
     def _duplicate_message(self, ids: list[str]) -> str:
         seen: set[str] = set()

@@ -81,6 +81,12 @@ class ServingConfig(BaseModel):
         "0: SQLite's own automatic checkpoint, inside the commit of whichever decision crosses 1000 WAL pages "
         "(that decision waits for the copy and its fsync: measured, 2x a commit's mean cost and a p99 of "
         "milliseconds)")
+    checkpoint_restart_pages: int = Field(
+        16_384, ge=0, description="once the decision log's WAL holds this many pages (4 KiB each; 16384 = 64 "
+        "MiB), the background checkpoint finishes under the write lock, so the next commit starts the WAL "
+        "afresh: under steady traffic every passive checkpoint overlaps a commit, SQLite never restarts the "
+        "WAL, and it grows without bound (measured: ~5 pages per decision). Commits wait for that locked "
+        "pass (measured here: 12-60 ms, mostly its fsync), once per this many pages. 0: never")
     workers: int = Field(
         2, ge=1, le=32, description="BentoML worker processes. Each runs its own engine (one Python interpreter "
         "and GIL each); they share the workspace's files: the decision log, the budget ledger and outcomes in "

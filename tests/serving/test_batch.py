@@ -224,6 +224,58 @@ def test_an_audience_shares_one_request_but_its_customer_id(prepared_ws, custome
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("restart_pages", [1, 0])
+def test_the_wal_starts_afresh_under_steady_traffic(ws_copy, customer_ids, restart_pages):
+    """Under steady traffic a commit is in flight while every passive checkpoint runs, so the WAL
+    is never fully copied when the next commit begins, SQLite never starts it afresh, and it
+    grows with the traffic. Here each checkpoint pass overlaps such a commit (another
+    connection's), except under the engine's write lock. With checkpoint_restart_pages the last
+    pass runs under that lock and the next commit starts the WAL afresh: the WAL holds one
+    round's pages. With 0 (never) it grows round after round."""
+    import sqlite3
+
+    from serving.config import ServingConfig
+    from serving.engine import DecisionEngine, _Checkpointer
+    from serving.schemas import DecisionRequest
+
+    eng = DecisionEngine.open(ws_copy, ServingConfig(refresh_seconds=0, checkpoint_seconds=0), start_refresh=False)
+    other = sqlite3.connect(eng.log.path, isolation_level=None)
+    real = eng.log.checkpoint
+    states = []
+
+    def checkpoint():
+        concurrent = not eng._commits._writing  # another worker's commit is in flight (not under the lock)
+        if concurrent:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT OR IGNORE INTO context_layouts (id, columns) VALUES (?, '[]')",
+                          (uuid.uuid4().int >> 80,))
+        state = real()
+        if concurrent:
+            other.execute("COMMIT")
+        states.append(state)
+        return state
+
+    eng.log.checkpoint = checkpoint
+    cp = _Checkpointer(eng, 3600, restart_pages)  # its thread sleeps: the rounds are called here
+    try:
+        cp._once()
+        wal = []
+        for r in range(8):
+            for c in customer_ids[r * 10:(r + 1) * 10]:
+                eng.decide(DecisionRequest(customer_id=c, request_time=T0))
+            cp._once()
+            wal.append(states[-1][1])  # pages in the WAL at the round's last pass
+    finally:
+        cp._stop.set()
+        other.close()
+        eng.close()
+    if restart_pages:
+        assert max(wal) < 2 * min(wal) and cp.completed == cp.runs, wal
+    else:
+        assert all(b > a for a, b in zip(wal, wal[1:], strict=False)) and wal[-1] > 5 * wal[0], wal
+
+
+@pytest.mark.integration
 def test_the_service_checkpoints_its_log_in_the_background(ws_copy, customer_ids):
     """No decision's commit copies the WAL into the file (autocheckpoint off); a background
     thread does, every checkpoint_seconds, and once more at close. checkpoint_seconds 0: SQLite's
