@@ -496,7 +496,7 @@ class Guardrails:
             one = self._apply_one(audience, decided_at, recent_sends, reserve)
             if one is not None:
                 return one
-        a, cfg, plan = self.arms, self.config, self._plan
+        a, plan = self.arms, self._plan
         n, K = len(audience), a.n_arms
         holdout = self._holdout(audience.customer_id)
         # holdout, consent, reachability, quiet hours, offer eligibility: planned per profile
@@ -517,19 +517,7 @@ class Guardrails:
             self._caps(audience, recent_sends, grids.reshape(len(zones), C * S).view(np.int64), tz_code,
                        mask, acted, cells, profile)
         # budgets: coupon inventory, then SMS spend
-        reservations: list[_Reservation] = []
-        day = now_utc.date().isoformat()
-        for o, limit, arms_o, idx_o in plan.inventory:
-            res = self._reserve(self.coupon_key(o), float(limit), 1.0, arms_o, idx_o, mask, acted,
-                                plan.col["coupon_inventory"], audience.customer_id, day, reserve)
-            if reserve:
-                reservations.append(res)
-        if plan.sms is not None:
-            arms_sms, idx_sms, unit = plan.sms
-            res = self._reserve(f"sms_spend:{day}", float(cfg.sms_daily_budget), unit, arms_sms, idx_sms,
-                                mask, acted, plan.col["sms_budget"], audience.customer_id, day, reserve)
-            if reserve:
-                reservations.append(res)
+        reservations = self._budgets(mask, acted, audience.customer_id, now_utc.date().isoformat(), reserve)
         mask[:, NO_SEND_INDEX] = True
         send_hour = plan.arm_hour8[None, :].repeat(n, axis=0)
         return Eligibility(
@@ -608,18 +596,7 @@ class Guardrails:
             self._caps_one(cid, recent_sends, rows[1], rows[2], mask, acted, prof[2])
         reservations: list[_Reservation] = []
         if plan.inventory or plan.sms is not None:
-            day = _day_iso(now_ns)
-            for o, limit, arms_o, idx_o in plan.inventory:
-                res = self._reserve(self.coupon_key(o), float(limit), 1.0, arms_o, idx_o, mask, acted,
-                                    plan.col["coupon_inventory"], audience.customer_id, day, reserve)
-                if reserve:
-                    reservations.append(res)
-            if plan.sms is not None:
-                arms_sms, idx_sms, unit = plan.sms
-                res = self._reserve(f"sms_spend:{day}", float(self.config.sms_daily_budget), unit, arms_sms,
-                                    idx_sms, mask, acted, plan.col["sms_budget"], audience.customer_id, day, reserve)
-                if reserve:
-                    reservations.append(res)
+            reservations = self._budgets(mask, acted, audience.customer_id, _day_iso(now_ns), reserve)
         mask[0, NO_SEND_INDEX] = True
         return Eligibility(
             decided_at=decided_at, mask=mask, send_at=send_at, send_hour=plan.arm_hour8.reshape(1, K).copy(),
@@ -867,6 +844,24 @@ class Guardrails:
             for p, j in enumerate(plan.cap_cols):
                 acted[rows, j] |= hits[p]
         mask[rows] &= ~blocked[:, plan.cell_of_arm]  # (no-send: the always False last column)
+
+    def _budgets(self, mask, acted, customer_ids, day: str, reserve: bool) -> list[_Reservation]:
+        """The budgets of ``day`` (UTC date, ISO): coupon inventory, then SMS spend, each through
+        :meth:`_reserve`; the reservations made (none unless ``reserve``)."""
+        plan = self._plan
+        reservations: list[_Reservation] = []
+        for o, limit, arms_o, idx_o in plan.inventory:
+            res = self._reserve(self.coupon_key(o), float(limit), 1.0, arms_o, idx_o, mask, acted,
+                                plan.col["coupon_inventory"], customer_ids, day, reserve)
+            if reserve:
+                reservations.append(res)
+        if plan.sms is not None:
+            arms_sms, idx_sms, unit = plan.sms
+            res = self._reserve(f"sms_spend:{day}", float(self.config.sms_daily_budget), unit, arms_sms, idx_sms,
+                                mask, acted, plan.col["sms_budget"], customer_ids, day, reserve)
+            if reserve:
+                reservations.append(res)
+        return reservations
 
     def _reserve(self, key, limit, unit, arms_b, idx_b, mask, acted, col, customer_ids, day,
                  reserve) -> _Reservation:

@@ -193,20 +193,27 @@ def test_online_weight_tempers_every_update_after_the_warm_start():
     assert moved[0.25] < 0.6 * moved[1.0], moved
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 9])
-def test_the_mapping_path_equals_the_frame_path_bit_for_bit(monkeypatch, n):
-    """The serving path (a mapping of arrays, gathered once, filled once, in blocks of customers)
-    gives the same bits as the frame path, NaN, infinities and signed zeros included, in a
-    C-contiguous (n, d) matrix."""
-    monkeypatch.setattr(pc, "_BLOCK", 4)  # several blocks of customers
-    rng = np.random.default_rng(n)
-    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e308, -1e308, 0.53, 0.85, 1.0, 24.0])
+def _random_inputs(seed: int, n: int, specials: np.ndarray) -> tuple[np.random.Generator, dict]:
+    """(the generator, n customers' input features): normal values at three scales, ~30 % of them
+    replaced by ``specials`` (NaN, infinities, signed zeros, branch boundaries)."""
+    rng = np.random.default_rng(seed)
     feats = {}
     for name in pc._IN_NAMES:
         v = rng.normal(0, 1, n) * rng.choice([1.0, 30.0, 1000.0])
         hit = rng.random(n) < 0.3
         v[hit] = rng.choice(specials, int(hit.sum()))
         feats[name] = v
+    return rng, feats
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 9])
+def test_the_mapping_path_equals_the_frame_path_bit_for_bit(monkeypatch, n):
+    """The serving path (a mapping of arrays, gathered once, filled once, in blocks of customers)
+    gives the same bits as the frame path, NaN, infinities and signed zeros included, in a
+    C-contiguous (n, d) matrix."""
+    monkeypatch.setattr(pc, "_BLOCK", 4)  # several blocks of customers
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e308, -1e308, 0.53, 0.85, 1.0, 24.0])
+    rng, feats = _random_inputs(n, n, specials)
     feats["orders_90d"] = rng.integers(0, 5, n)  # an int column
     with np.errstate(all="ignore"):
         fast = context_matrix(feats)
@@ -237,16 +244,10 @@ def test_one_customer_context_equals_its_row_of_the_batch():
     call per transcendental function) is its row of the batch's, bit for bit, on every kappa
     branch, clip bound, signed zero and infinity; a column it cannot take as one number (text,
     lists) takes the general path."""
-    rng = np.random.default_rng(3)
     n = 2000
     specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e308, -1e308, 0.53, 0.85, 1.0 - 1e-9, 1.0, 24.0,
                          400.0, 365.0, 30.0, 15.0, 12.0, 1e-300])
-    feats = {}
-    for name in pc._IN_NAMES:
-        v = rng.normal(0, 1, n) * rng.choice([1.0, 30.0, 1000.0])
-        hit = rng.random(n) < 0.3
-        v[hit] = rng.choice(specials, int(hit.sum()))
-        feats[name] = v
+    rng, feats = _random_inputs(3, n, specials)
     for name in ("orders_90d", "sends_7d", "sends_1d"):
         feats[name] = rng.integers(0, 5, n)  # int columns, as the online read gives them
     with np.errstate(all="ignore"):
