@@ -27,6 +27,7 @@ from policies.log import (
     channel_codes,
     context_sql,
     decode_contexts,
+    decode_distributions,
     layout_names,
 )
 from policies.reward import RewardConfig
@@ -268,7 +269,7 @@ def sample_json(path: Path, since: datetime | None, until: datetime | None, n: i
             f"SELECT {', '.join(select)} FROM decisions WHERE seq IN (SELECT value FROM json_each(?)) ORDER BY seq",
             (json.dumps(seqs.tolist()),),
         ).fetchall()
-        names_of = layout_names(conn) if "context" in columns else {}
+        names_of = layout_names(conn) if "context" in columns or "distribution" in columns else {}
     width = len(cols) + 2 * ("context" in columns)
     data = list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
     out = {"decision_id": list(data[0]), "action": list(data[1]),
@@ -278,6 +279,9 @@ def sample_json(path: Path, since: datetime | None, until: datetime | None, n: i
         if name == "context":  # policies.log's one decode, either schema
             out[name] = decode_contexts(data[j], data[j + 1], data[j + 2], names_of)
             j += 3
+        elif name == "distribution":  # JSON text or the binary form
+            out[name] = decode_distributions(data[j], names_of)
+            j += 1
         else:
             out[name] = [json.loads(v) for v in data[j]]
             j += 1

@@ -113,7 +113,7 @@ def test_a_schema_1_log_is_migrated_in_place_and_reads_the_same(tmp_path):
     log = DecisionLog(path)
     try:
         with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
             # the old rows were not rewritten
             assert [r[0] for r in conn.execute("SELECT context FROM decisions ORDER BY seq")] == before
         new = [{**features(7), "request.note": "x"}, features(8)]

@@ -62,7 +62,7 @@ def baseline_schema_2(path) -> None:
     log.close()
     with sqlite3.connect(path) as conn:
         for statement in ("DROP TRIGGER outcomes_unsubscribed", "DROP TABLE unsubscribes",
-                          "DROP INDEX decisions_customer_sends"):
+                          "DROP INDEX decisions_customer_sends", "PRAGMA user_version = 2"):
             conn.execute(statement)
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     # exactly the objects the baseline schema creates
@@ -131,7 +131,7 @@ def test_a_schema_2_log_gets_them_in_place_once_with_its_past_unsubscribes(tmp_p
     log = DecisionLog(path)
     with sqlite3.connect(path) as conn:
         assert _has_sends_schema(conn)
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2  # code before reads it
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3  # older code refuses it
         assert conn.execute("SELECT * FROM decisions ORDER BY seq").fetchall() == decisions_before
         assert conn.execute("SELECT * FROM outcomes ORDER BY rowid").fetchall() == outcomes_before
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -155,7 +155,7 @@ def test_a_schema_1_log_gets_them_too(tmp_path):
     log.append([decision(1, "c0", "email", T0)])
     log.add_outcomes([outcome("u1", "d1", "unsubscribed", T0 + timedelta(hours=3))])
     with sqlite3.connect(path) as conn:
-        assert _has_sends_schema(conn) and conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert _has_sends_schema(conn) and conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert rows(path, _UNSUB_TABLE) == rows(path, _UNSUB_JOIN) and len(rows(path, _UNSUB_TABLE)) == 1
     assert len(log.decisions()) == 3
 

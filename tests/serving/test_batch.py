@@ -78,11 +78,13 @@ def test_bulk_rows_and_responses_equal_the_record_path(prepared_ws, customer_ids
         stored = [c for c in STORED_COLUMNS if c != "logged_at"]
         layouts: dict = {}
         for i, rec in enumerate(records):
-            want = dict(zip(STORED_COLUMNS, DecisionLog._row(rec, 0, layouts), strict=True))
+            want = dict(zip(STORED_COLUMNS, DecisionLog._row(rec, 0, layouts, arms=eng.arm_layout), strict=True))
             for name in stored:
                 a, b = bulk.columns[name][i], want[name]
                 assert a == b and type(a) is type(b), (i, name, a, b)
-        assert layouts == bulk.layouts and len(layouts) == 2  # the context features; + the request's float
+        # the context features; + the request's float; the arms of the (binary) distributions
+        assert layouts == bulk.layouts and len(layouts) == 3
+        assert isinstance(bulk.columns["distribution"][0], bytes)
         assert isinstance(bulk.columns["context"][0], bytes) and bulk.columns["context_extra"][0] is None
         assert json.loads(bulk.columns["context_extra"][3]) == {"campaign": "spring"}
         assert json.loads(bulk.columns["context_extra"][4]) == {"request.weight": 0.5}

@@ -160,15 +160,15 @@ def _logged(eng, decision_id: str) -> dict:
     import json
     import sqlite3
 
-    from policies.log import decode_contexts, layout_names
+    from policies.log import decode_contexts, decode_distributions, layout_names
 
     with sqlite3.connect(eng.log.path) as conn:
         conn.row_factory = sqlite3.Row
         row = dict(conn.execute("SELECT * FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone())
         names = layout_names(conn)
     row["context"] = decode_contexts([row["context"]], [row["context_layout"]], [row["context_extra"]], names)[0]
-    for k in ("distribution", "guardrails"):
-        row[k] = json.loads(row[k])
+    row["distribution"] = decode_distributions([row["distribution"]], names)[0]
+    row["guardrails"] = json.loads(row["guardrails"])
     return row
 
 
