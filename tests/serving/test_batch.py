@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -196,6 +197,25 @@ def test_a_batch_is_logged_before_any_response(prepared_ws, customer_ids, tmp_pa
         res = eng.decide_batch(BatchDecisionRequest(customer_ids=customer_ids[400:700], request_time=T0))
         assert len(_logged(eng)) == len(ids) + 300 and {d.decision_id for d in res} <= \
             {r["decision_id"] for r in _logged(eng).values()}
+        # a chunk whose rows only the record path can judge (None: say a context value it refuses):
+        # the chunks written so far roll back and the record path logs the whole batch, once
+        calls.clear()
+
+        def second_declines(reqs, plan, lo, shared):
+            calls.append(lo)
+            return None if lo == 100 else build(reqs, plan, lo, shared)
+
+        eng._bulk_rows = second_declines
+        later = T0 + timedelta(days=2)
+        res = eng.decide_batch(BatchDecisionRequest(customer_ids=customer_ids[400:700], request_time=later))
+        eng._bulk_rows = build
+        assert calls == [0, 100] and len(res) == 300
+        logged = _logged(eng)
+        assert len(logged) == len(ids) + 300  # one row per customer (the dict is keyed by customer)
+        with sqlite3.connect(eng.log.path) as conn:
+            n_later = conn.execute("SELECT count(*) FROM decisions WHERE decided_at = ?",
+                                   (int(later.timestamp() * 1e6),)).fetchone()[0]
+        assert n_later == 300 and {d.decision_id for d in res} <= {r["decision_id"] for r in logged.values()}
     finally:
         eng.close()
 
