@@ -203,7 +203,7 @@ def _fresh_state(eng, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     eng.log.close()
     eng.log = DecisionLog(folder / "decisions.sqlite", synchronous="NORMAL")
-    eng._commits = GroupCommit(eng.log)
+    eng._commits = GroupCommit(eng.log, arms=eng.arm_layout)
     eng._local = threading.local()  # the read connections of the logged sends: to the new log
     eng.guardrails.ledger = BudgetLedger(folder / "budget.sqlite")
 
