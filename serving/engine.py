@@ -1022,26 +1022,14 @@ class DecisionEngine:
             if key not in seen:
                 seen.add(key)
                 self._check_request(r)
-        # the log rows are built and written chunk by chunk in the writer thread, each chunk as soon
-        # as its scores are predicted (the plan hands it over: ``sink``), while the scorer thread
-        # predicts the next (LightGBM, without the GIL). Building the rows there too, not in this
-        # thread, keeps the GIL away from the writer: SQLite releases it for every row it inserts,
-        # and a writer that must win it back from a thread busy in Python waits the switch
-        # interval each time (most of a 100k write was that wait). All chunks are one transaction,
-        # so the batch is logged whole or not at all.
+        # the log rows are built chunk by chunk and each chunk goes to the writer thread as soon
+        # as it is built: SQLite inserts the first rows (without the GIL) while this thread builds
+        # the next; all chunks are one transaction, so the batch is logged whole or not at all.
+        # The plan hands over each chunk as soon as its scores are predicted (``sink``): the rest
+        # of the plan (the other chunks' scores) runs in the scorer thread meanwhile
         feed: queue.SimpleQueue = queue.SimpleQueue()
         parts: list[_BulkRows] = []
-        state: dict = {"written": None, "shared": None, "handed": 0}
-
-        def chunks():  # in the writer thread: each handed-over chunk's rows, built, to be inserted
-            for plan, lo, hi, scores, texts in _drain(feed):
-                shared = {**state["shared"], "scores": {lo: scores} if scores is not None else {},
-                          "score_texts": {lo: texts} if texts is not None else {}}
-                part = self._bulk_rows(reqs[lo:hi], plan, lo, shared)
-                if part is None:  # a value only the record path can judge: roll the write back
-                    raise _NOT_LOGGED
-                parts.append(part)
-                yield part.columns, part.layouts
+        state: dict = {"complete": True, "written": None, "shared": None}
 
         def start(plan: _Plan) -> None:
             with _BULK_WRITER_LOCK:
@@ -1049,14 +1037,22 @@ class DecisionEngine:
                     from concurrent.futures import ThreadPoolExecutor
 
                     self._bulk_writer = ThreadPoolExecutor(1, thread_name_prefix="decision-log-bulk")
-            state["shared"] = self._bulk_shared(plan)  # read-only for the chunks, but their own caches
-            state["written"] = self._bulk_writer.submit(self.log.append_column_chunks, chunks())
+            state["written"] = self._bulk_writer.submit(self.log.append_column_chunks, _drain(feed))
+            state["shared"] = self._bulk_shared(plan)
 
         def sink(plan: _Plan, lo: int, hi: int, scores: dict | None = None, texts: dict | None = None) -> None:
+            if not state["complete"]:
+                return
             if state["written"] is None:
                 start(plan)
-            feed.put((plan, lo, hi, scores, texts))
-            state["handed"] = hi
+            state["shared"]["scores"] = {lo: scores} if scores is not None else {}
+            state["shared"]["score_texts"] = {lo: texts} if texts is not None else {}
+            part = self._bulk_rows(reqs[lo:hi], plan, lo, state["shared"])
+            if part is None:
+                state["complete"] = False
+                return
+            parts.append(part)
+            feed.put((part.columns, part.layouts))
 
         self._local.bulk_sink = sink
         try:
@@ -1067,7 +1063,7 @@ class DecisionEngine:
             # the rows the plan did not hand over (it returned before the scores: no feature store)
             edges = _chunk_edges(plan.n)
             for lo, hi in zip(edges, edges[1:], strict=False):
-                if lo >= state["handed"]:
+                if lo >= sum(len(p.reasons) for p in parts):
                     sink(plan, lo, hi)
             if state["written"] is None:
                 start(plan)
@@ -1076,14 +1072,15 @@ class DecisionEngine:
                 feed.put(exc)  # rolls the transaction back
                 state["written"].exception()
             raise
-        written = state["written"]
-        feed.put(_END)
-        error = written.exception()  # waits for the commit: every decision durable before its response
-        if error is _NOT_LOGGED:
-            # a value only the record path can judge (say NaN in a context): its error, or its rows
+        written, complete = state["written"], state["complete"]
+        if not complete or not parts:  # a value only the record path can judge (say NaN in a context): its error
+            feed.put(_NOT_LOGGED)
+            written.exception()
             records = self._records(reqs, plan)
             self._commits.append(records)
             return [self._response(rec) for rec in records]
+        feed.put(_END)
+        error = written.exception()  # waits for the commit: every decision durable before its response
         if error is not None:
             raise error
         # the WAL's copy into the file, in the writer thread after this returns (the decisions are
