@@ -203,11 +203,18 @@ class ServedPolicies:
         self.engine = engine
         self._lock = threading.RLock()
         self.reloads = 0  # policies loaded from a file another process (or tool) wrote
+        self._path_of: dict[tuple[str, str], tuple[Path, Path]] = {}
         self._seen: dict[str, tuple] = {arm: self._keys(arm) for arm in engine.policy_arms}
 
     def _paths(self, arm: str) -> tuple[Path, Path]:
-        path = policy_path(self.engine.workspace, self.engine.policy_name(arm), arm)
-        return path, meta_path(path)
+        # built once per (arm, policy name): check() runs before every decide, and building the
+        # paths cost 3x the two stat calls (~10 of ~12 us)
+        key = (arm, self.engine.policy_name(arm))
+        got = self._path_of.get(key)
+        if got is None:
+            path = policy_path(self.engine.workspace, key[1], arm)
+            got = self._path_of[key] = (path, meta_path(path))
+        return got
 
     def _keys(self, arm: str) -> tuple:
         path, meta = self._paths(arm)
